@@ -1,0 +1,232 @@
+//! Access-token verification, shared by every service.
+//!
+//! Tokens are EdDSA-signed JWTs issued by user-service. A verifier keeps the public keys of
+//! the issuer's JWKS in memory, by `kid`; a token signed with a `kid` it does not know makes
+//! it fetch the set again, at most once per `REFETCH_INTERVAL`, so a rotated key is picked up
+//! at once while a flood of made-up `kid`s cannot turn into a flood of fetches. Only EdDSA
+//! is accepted: `alg: none`, HMAC tricks and other algorithms fail before any key is used.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use futures_util::future::BoxFuture;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
+
+const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Clock skew tolerated between the issuer and a verifier, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// The claims of a PromptFlow access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The user's id, or `service:<client_id>` for a service account.
+    pub sub: String,
+    /// The session (device) the token belongs to; absent for service accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Space-separated scopes (RFC 8693 §4.2).
+    #[serde(default)]
+    pub scope: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+impl Claims {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split(' ').any(|s| s == scope)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not meant for this service")]
+    Audience,
+    #[error("the token was not issued by the expected issuer")]
+    Issuer,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+impl From<TokenError> for Problem {
+    fn from(e: TokenError) -> Self {
+        Problem::unauthorized(e.to_string())
+    }
+}
+
+/// Fetches the issuer's current key set (over HTTP from another service, or from the key
+/// store in user-service itself).
+pub type JwksFetcher = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<JwkSet>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct TokenVerifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    validation: Validation,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    fetch: JwksFetcher,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(issuer: &str, audience: &str, fetch: JwksFetcher) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        Self {
+            inner: Arc::new(Inner {
+                validation,
+                keys: RwLock::new(HashMap::new()),
+                fetch,
+                last_fetch: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Fetches the key set now and replaces the cached keys with it.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let mut last = self.inner.last_fetch.lock().await;
+        self.fetch_locked(&mut last).await
+    }
+
+    async fn fetch_locked(&self, last: &mut Option<Instant>) -> anyhow::Result<()> {
+        *last = Some(Instant::now());
+        let set = (self.inner.fetch)().await?;
+        let keys = decoding_keys(&set);
+        if let Ok(mut cached) = self.inner.keys.write() {
+            *cached = keys;
+        }
+        Ok(())
+    }
+
+    /// Refetches unless that was done within `REFETCH_INTERVAL`; single-flight, so a burst
+    /// of tokens with a new `kid` makes one fetch.
+    async fn refetch_for_unknown_kid(&self) {
+        let mut last = self.inner.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return;
+        }
+        if let Err(e) = self.fetch_locked(&mut last).await {
+            tracing::warn!(error = %e, "fetching the signing keys failed");
+        }
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.inner.keys.read().ok()?.get(kid).cloned()
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refetch_for_unknown_kid().await;
+                self.key(&kid).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::ExpiredSignature => TokenError::Expired,
+                    K::InvalidAudience => TokenError::Audience,
+                    K::InvalidIssuer => TokenError::Issuer,
+                    K::InvalidSignature => TokenError::Signature,
+                    K::InvalidAlgorithm => TokenError::Algorithm,
+                    K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => {
+                        TokenError::Malformed
+                    }
+                    other => TokenError::Invalid(format!("{other:?}")),
+                }
+            })?;
+        Ok(data.claims)
+    }
+}
+
+/// The Ed25519 keys of a set, by `kid`; keys of other kinds are skipped.
+pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
+    set.keys
+        .iter()
+        .filter(|jwk| {
+            matches!(
+                jwk.common.key_algorithm,
+                None | Some(KeyAlgorithm::EdDSA)
+            ) && matches!(&jwk.algorithm, AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519)
+        })
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
+        })
+        .collect()
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A verified caller: handlers that take it are reachable only with a valid access token.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Claims);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            Problem::unauthorized("send an access token as `Authorization: Bearer <token>`")
+        })?;
+        let verifier = TokenVerifier::from_ref(state);
+        let claims = verifier.verify(token).await?;
+        Ok(Authenticated(claims))
+    }
+}

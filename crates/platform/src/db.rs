@@ -1,0 +1,236 @@
+//! The database layer every service uses: one code path (SeaORM) over SQLite and PostgreSQL,
+//! migrations applied at start.
+//!
+//! On SQLite the service holds two pools on the same file: one writer connection (SQLite
+//! admits one writer at a time; a single connection means no `SQLITE_BUSY` on lock upgrade)
+//! and several read-only connections (WAL lets readers run beside the writer). On PostgreSQL
+//! both are the same pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::settings::DatabaseSettings;
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    read: DatabaseConnection,
+    write: DatabaseConnection,
+}
+
+impl Db {
+    /// For queries that only read.
+    pub fn read(&self) -> &DatabaseConnection {
+        &self.read
+    }
+
+    /// For anything that writes, and for reads that must see the latest write in the same
+    /// breath (check-then-act inside a transaction).
+    pub fn write(&self) -> &DatabaseConnection {
+        &self.write
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.write.get_database_backend()
+    }
+
+    pub async fn ping(&self) -> Result<(), sea_orm::DbErr> {
+        self.write.ping().await?;
+        self.read.ping().await
+    }
+
+    /// Applies every pending migration of `M`. On PostgreSQL an advisory lock keeps two
+    /// replicas starting at once from migrating the same database together.
+    pub async fn migrate<M: MigratorTrait>(&self) -> anyhow::Result<()> {
+        let txn = self.write.begin().await?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461726700001)")
+                .await?;
+        }
+        M::up(&txn, None).await.context("applying migrations")?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.read.close().await;
+        let _ = self.write.close().await;
+    }
+}
+
+/// Connects to `url` (`sqlite://…` or `postgres://…`).
+pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    if url.starts_with("sqlite:") {
+        connect_sqlite(url, settings).await
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        connect_postgres(url, settings).await
+    } else {
+        bail!("database url must start with sqlite:// or postgres://, not `{url}`")
+    }
+}
+
+async fn connect_sqlite(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    let parsed = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("database url `{url}` is not a SQLite url"))?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory
+        && let Some(dir) = parsed.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data folder {}", dir.display()))?;
+    }
+
+    let mut write = ConnectOptions::new(url.to_owned());
+    write
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit that was acknowledged survives a power cut too.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    let write = Database::connect(write)
+        .await
+        .with_context(|| format!("opening the SQLite database {url}"))?;
+    if in_memory {
+        return Ok(Db {
+            read: write.clone(),
+            write,
+        });
+    }
+
+    let mut read = ConnectOptions::new(url.to_owned());
+    read.max_connections(settings.max_connections.max(1))
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.read_only(true)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    let read = Database::connect(read)
+        .await
+        .with_context(|| format!("opening the SQLite database {url} for reading"))?;
+    Ok(Db { read, write })
+}
+
+async fn connect_postgres(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    if settings.create_if_missing {
+        create_postgres_database(url).await?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(settings.max_connections.max(1))
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false);
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    Ok(Db {
+        read: db.clone(),
+        write: db,
+    })
+}
+
+/// Creates the database named in `url` unless it exists, with a UTF-8 character type so that
+/// trigram indexes serve non-ASCII text.
+pub async fn create_postgres_database(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("database url `{}` is not a PostgreSQL url", redact(url)))?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = options.clone().database("postgres");
+    let mut conn = admin
+        .connect()
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    let exists: Option<i32> =
+        sea_orm::sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut conn)
+            .await?;
+    if exists.is_none() {
+        let quoted = name.replace('"', "\"\"");
+        let create = |locale: &str| {
+            sea_orm::sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{quoted}\" ENCODING 'UTF8' {locale} TEMPLATE template0"
+            ))
+        };
+        // Another process creating it at the same moment is as good as creating it here.
+        let duplicate = |e: &sea_orm::sqlx::Error| {
+            e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04")
+        };
+        let utf8 = sea_orm::sqlx::query(create("LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"))
+            .execute(&mut conn)
+            .await;
+        match utf8 {
+            Ok(_) => {}
+            Err(e) if duplicate(&e) => {}
+            Err(e) => {
+                // A server without the C.UTF-8 locale: take its default, still UTF-8.
+                tracing::warn!(error = %e, "creating {name} with C.UTF-8 failed; using the server default locale");
+                match sea_orm::sqlx::query(create("")).execute(&mut conn).await {
+                    Ok(_) => {}
+                    Err(e) if duplicate(&e) => {}
+                    Err(e) => return Err(e).with_context(|| format!("creating database {name}")),
+                }
+            }
+        }
+        tracing::info!(database = %name, "created PostgreSQL database");
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The kind of unique-key clash an insert or update ran into, if that is what failed.
+pub fn unique_violation(err: &sea_orm::DbErr) -> Option<String> {
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(detail)) => Some(detail),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/user_db"),
+            "postgres://app@db:5432/user_db"
+        );
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

@@ -1,0 +1,12 @@
+//! What every PromptFlow service shares. See `ARCHITECTURE.md` for the map.
+
+pub mod auth;
+pub mod db;
+pub mod extract;
+pub mod metrics;
+pub mod problem;
+pub mod server;
+pub mod settings;
+pub mod telemetry;
+
+pub use problem::{FieldError, Problem};
