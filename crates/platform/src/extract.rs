@@ -48,6 +48,37 @@ where
     }
 }
 
+/// An optional JSON body: an empty body is `None`, anything else must be JSON.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for MaybeJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let typed = req.headers().contains_key(header::CONTENT_TYPE);
+        if typed && !is_json(req.headers()) {
+            return Err(Problem::unsupported_media_type(
+                "send the body as application/json",
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(MaybeJson(None));
+        }
+        if !typed {
+            return Err(Problem::unsupported_media_type(
+                "send the body as application/json",
+            ));
+        }
+        parse_json(&bytes).map(|v| MaybeJson(Some(v)))
+    }
+}
+
 /// A body sent either as JSON or as `application/x-www-form-urlencoded` (OAuth 2 token
 /// requests come as forms, PromptFlow's own clients send JSON).
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,6 +1,7 @@
 //! What every PromptFlow service shares. See `ARCHITECTURE.md` for the map.
 
 pub mod auth;
+pub mod clock;
 pub mod db;
 pub mod extract;
 pub mod metrics;

@@ -1,1 +1,150 @@
-fn main() {}
+//! `promptflow`: the one binary. `up` runs every service in one process on SQLite;
+//! `serve <service>` runs one service, for the split deployment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use platform::server::Serving;
+use platform::settings::{Common, HttpSettings, LogSettings};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "promptflow",
+    version,
+    about = "PromptFlow: self-hosted prompt management"
+)]
+struct Cli {
+    /// Settings file (YAML). Environment variables `PROMPTFLOW_<SECTION>__<KEY>` override it.
+    #[arg(long, global = true, env = "PROMPTFLOW_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    /// Folder for SQLite databases and other local data (setting `data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this one process, each on its own port, on SQLite.
+    Up,
+    /// Run one service in this process.
+    Serve {
+        #[arg(value_enum)]
+        service: ServiceName,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServiceName {
+    #[value(name = "user-service", alias = "user")]
+    User,
+}
+
+/// Every setting, by section. Services not built yet have no section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    data_dir: Option<PathBuf>,
+    log: LogSettings,
+    http: HttpSettings,
+    user: user_service::Settings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings: Settings = match platform::settings::load(cli.config.as_deref(), std::env::vars())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("promptflow: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = platform::telemetry::init(&settings.log) {
+        eprintln!("promptflow: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("promptflow: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "promptflow stopped with an error");
+            eprintln!("promptflow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    let common = Common {
+        data_dir: cli
+            .data_dir
+            .or(settings.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data")),
+        http: settings.http,
+    };
+    let shutdown = platform::server::shutdown_on_signal();
+    let services: Vec<(&str, Serving)> = match cli.command {
+        Command::Up => {
+            std::fs::create_dir_all(&common.data_dir).with_context(|| {
+                format!("creating the data folder {}", common.data_dir.display())
+            })?;
+            tracing::info!(data_dir = %common.data_dir.display(), "starting every service in one process");
+            vec![(
+                user_service::NAME,
+                user_service::start(settings.user, &common, shutdown.clone()).await?,
+            )]
+        }
+        Command::Serve {
+            service: ServiceName::User,
+        } => vec![(
+            user_service::NAME,
+            user_service::start(settings.user, &common, shutdown.clone()).await?,
+        )],
+    };
+    for (name, serving) in &services {
+        tracing::info!(service = name, address = %serving.local_addr, "ready");
+    }
+    wait_all(services, shutdown).await
+}
+
+/// Waits for every service; the first to fail stops the others.
+async fn wait_all(
+    services: Vec<(&str, Serving)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    let mut tasks: tokio::task::JoinSet<(String, anyhow::Result<()>)> = tokio::task::JoinSet::new();
+    for (name, serving) in services {
+        let name = name.to_owned();
+        tasks.spawn(async move {
+            let result = match serving.task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            };
+            (name, result)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, Err(e))) = joined {
+            tracing::error!(service = %name, error = format!("{e:#}"), "service failed; stopping the others");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
