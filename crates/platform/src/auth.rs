@@ -2,8 +2,9 @@
 //!
 //! Tokens are EdDSA-signed JWTs issued by user-service. A verifier keeps the public keys of
 //! the issuer's JWKS in memory, by `kid`; a token signed with a `kid` it does not know makes
-//! it fetch the set again, at most once per `REFETCH_INTERVAL`, so a rotated key is picked up
-//! at once while a flood of made-up `kid`s cannot turn into a flood of fetches. Only EdDSA
+//! it fetch the set again (at most once per `REFETCH_INTERVAL`, shared by every caller
+//! waiting), so a rotated key is picked up at once while a flood of made-up `kid`s cannot
+//! turn into a flood of fetches. Only EdDSA
 //! is accepted: `alg: none`, HMAC tricks and other algorithms fail before any key is used.
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
 
-const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Clock skew tolerated between the issuer and a verifier, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
 
@@ -135,12 +136,19 @@ impl TokenVerifier {
         Ok(())
     }
 
-    /// Refetches unless that was done within `REFETCH_INTERVAL`; single-flight, so a burst
-    /// of tokens with a new `kid` makes one fetch.
-    async fn refetch_for_unknown_kid(&self) {
+    /// Makes sure the keys were fetched after `asked_at`, so that a key added before the
+    /// token arrived is known. Fetches at most once per `REFETCH_INTERVAL` and once for a
+    /// whole burst of callers: a flood of made-up `kid`s waits instead of fetching.
+    async fn refetch_for_unknown_kid(&self, asked_at: Instant) {
         let mut last = self.inner.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+        if last.is_some_and(|t| t >= asked_at) {
             return;
+        }
+        if let Some(t) = *last {
+            let since = t.elapsed();
+            if since < REFETCH_INTERVAL {
+                tokio::time::sleep(REFETCH_INTERVAL - since).await;
+            }
         }
         if let Err(e) = self.fetch_locked(&mut last).await {
             tracing::warn!(error = %e, "fetching the signing keys failed");
@@ -160,7 +168,7 @@ impl TokenVerifier {
         let key = match self.key(&kid) {
             Some(k) => k,
             None => {
-                self.refetch_for_unknown_kid().await;
+                self.refetch_for_unknown_kid(Instant::now()).await;
                 self.key(&kid).ok_or(TokenError::UnknownKey)?
             }
         };

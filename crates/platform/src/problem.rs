@@ -28,8 +28,12 @@ impl FieldError {
     }
 }
 
+/// A problem; boxed so that `Result<T, Problem>` stays small.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub struct Problem(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     slug: &'static str,
     title: &'static str,
@@ -53,44 +57,44 @@ struct Body<'a> {
 impl Problem {
     /// A problem of a stable type. `slug` becomes the last segment of the `type` URI.
     pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
-        Self {
+        Self(Box::new(Inner {
             status,
             slug,
             title,
             detail: None,
             extensions: Map::new(),
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// An extension member (RFC 9457 §3.2), e.g. `errors` or `retry_after`.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
         if let Ok(v) = serde_json::to_value(value) {
-            self.extensions.insert(key.to_owned(), v);
+            self.0.extensions.insert(key.to_owned(), v);
         }
         self
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.0.headers.insert(name, value);
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn slug(&self) -> &'static str {
-        self.slug
+        self.0.slug
     }
 
     pub fn type_uri(&self) -> String {
-        format!("{TYPE_BASE}{}", self.slug)
+        format!("{TYPE_BASE}{}", self.0.slug)
     }
 
     // The problems every service shares.
@@ -214,8 +218,8 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.slug)?;
-        if let Some(d) = &self.detail {
+        write!(f, "{} {}", self.0.status.as_u16(), self.0.slug)?;
+        if let Some(d) = &self.0.detail {
             write!(f, ": {d}")?;
         }
         Ok(())
@@ -226,18 +230,19 @@ impl std::error::Error for Problem {}
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let this = *self.0;
         let body = Body {
-            type_: self.type_uri(),
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: self.detail.as_deref(),
-            extensions: &self.extensions,
+            type_: format!("{TYPE_BASE}{}", this.slug),
+            title: this.title,
+            status: this.status.as_u16(),
+            detail: this.detail.as_deref(),
+            extensions: &this.extensions,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = (self.status, bytes).into_response();
+        let mut response = (this.status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        headers.extend(self.headers);
+        headers.extend(this.headers);
         response
     }
 }
@@ -272,9 +277,9 @@ mod tests {
         ]);
         assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
-            p.detail.as_deref(),
+            p.0.detail.as_deref(),
             Some("email: is not an email address; password: is too short")
         );
-        assert_eq!(p.extensions["errors"][1]["field"], "password");
+        assert_eq!(p.0.extensions["errors"][1]["field"], "password");
     }
 }

@@ -191,7 +191,8 @@ pub async fn refresh(
         )
         .await?;
     match outcome {
-        Refreshed::Rotated { session, user } => {
+        Refreshed::Rotated(rotated) => {
+            let (session, user) = *rotated;
             Ok(Json(token_pair(&state, user, &session, refresh)?).into_response())
         }
         Refreshed::Reused => {

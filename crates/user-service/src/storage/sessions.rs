@@ -30,10 +30,7 @@ pub struct NewSession {
 #[derive(Debug)]
 pub enum Refreshed {
     /// A new refresh token replaced the one presented.
-    Rotated {
-        session: Session,
-        user: users::Model,
-    },
+    Rotated(Box<(Session, users::Model)>),
     /// The token had been used before: it was stolen or replayed, and its session is now
     /// revoked.
     Reused,
@@ -145,7 +142,7 @@ impl Store {
         }
         let session = model.update(&txn).await?;
         txn.commit().await?;
-        Ok(Refreshed::Rotated { session, user })
+        Ok(Refreshed::Rotated(Box::new((session, user))))
     }
 
     /// The session a refresh token belongs to, whatever its state.

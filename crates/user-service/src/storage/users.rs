@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use platform::db::unique_violation;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -186,11 +186,16 @@ impl Store {
             query = query.filter(users::Column::Id.gt(after));
         }
         if let Some(q) = search.map(str::trim).filter(|q| !q.is_empty()) {
-            let q = key(q);
+            // The search text is matched literally: `%` and `_` are not wildcards here.
+            let escaped = key(q)
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = || LikeExpr::new(format!("%{escaped}%")).escape('\\');
             query = query.filter(
                 users::Column::UsernameKey
-                    .contains(&q)
-                    .or(users::Column::EmailKey.contains(&q)),
+                    .like(pattern())
+                    .or(users::Column::EmailKey.like(pattern())),
             );
         }
         query.limit(limit).all(self.db.read()).await
