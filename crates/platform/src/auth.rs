@@ -238,3 +238,79 @@ where
         Ok(Authenticated(claims))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn verifier(fetches: Arc<AtomicUsize>) -> TokenVerifier {
+        TokenVerifier::new(
+            "iss",
+            "aud",
+            Arc::new(move || {
+                let fetches = fetches.clone();
+                Box::pin(async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    Ok(JwkSet { keys: Vec::new() })
+                })
+            }),
+        )
+    }
+
+    fn token_with_kid(kid: &str) -> String {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.{}",
+            b64(serde_json::json!({ "alg": "EdDSA", "kid": kid })),
+            b64(serde_json::json!({ "sub": "x" })),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 64])
+        )
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_unknown_kids_makes_one_fetch_per_interval() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let v = verifier(fetches.clone());
+        v.refresh().await.unwrap();
+        let started = Instant::now();
+        let results = futures_util::future::join_all((0..50).map(|i| {
+            let v = v.clone();
+            async move { v.verify(&token_with_kid(&format!("kid-{i}"))).await }
+        }))
+        .await;
+        assert!(results.iter().all(|r| *r == Err(TokenError::UnknownKey)));
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "the start, then one for the burst"
+        );
+        assert!(started.elapsed() >= REFETCH_INTERVAL / 2);
+    }
+
+    #[tokio::test]
+    async fn algorithms_other_than_eddsa_are_refused_before_any_key_lookup() {
+        use base64::Engine;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let v = verifier(fetches.clone());
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        for alg in ["none", "HS256", "RS256"] {
+            let token = format!(
+                "{}.{}.",
+                b64(serde_json::json!({ "alg": alg, "kid": "k" })),
+                b64(serde_json::json!({}))
+            );
+            let err = v.verify(&token).await.unwrap_err();
+            assert!(
+                matches!(err, TokenError::Algorithm | TokenError::Malformed),
+                "{alg}: {err:?}"
+            );
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+    }
+}
