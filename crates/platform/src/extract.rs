@@ -101,10 +101,7 @@ where
         }
         let bytes = read_body(req, state).await?;
         if form {
-            let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
-            serde_path_to_error::deserialize(de)
-                .map(JsonOrForm)
-                .map_err(|e| field_problem(e.path().to_string(), e.inner().to_string()))
+            parse_form(&bytes).map(JsonOrForm)
         } else {
             parse_json(&bytes).map(JsonOrForm)
         }
@@ -128,6 +125,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     de.end()
         .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// Parses `application/x-www-form-urlencoded` text (a form body or a query string); a bad
+/// field is a 422 naming it.
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| field_problem(e.path().to_string(), e.inner().to_string()))
 }
 
 fn field_problem(path: String, message: String) -> Problem {
@@ -184,11 +189,7 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(Query)
-            .map_err(|e| field_problem(e.path().to_string(), e.inner().to_string()))
+        parse_form(parts.uri.query().unwrap_or("").as_bytes()).map(Query)
     }
 }
 

@@ -132,13 +132,7 @@ pub async fn disable_user(
     Admin(admin): Admin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<UserView>> {
-    let user = state
-        .store
-        .set_status(id, false)
-        .await
-        .map_err(admin_error)?;
-    tracing::info!(admin = %admin.user.id, user_id = %id, "account disabled");
-    Ok(Json(UserView::from(user)))
+    set_status(&state, &admin, id, false).await
 }
 
 pub async fn enable_user(
@@ -146,12 +140,21 @@ pub async fn enable_user(
     Admin(admin): Admin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<UserView>> {
+    set_status(&state, &admin, id, true).await
+}
+
+async fn set_status(
+    state: &AppState,
+    admin: &super::CurrentUser,
+    id: Uuid,
+    active: bool,
+) -> Result<Json<UserView>> {
     let user = state
         .store
-        .set_status(id, true)
+        .set_status(id, active)
         .await
         .map_err(admin_error)?;
-    tracing::info!(admin = %admin.user.id, user_id = %id, "account enabled");
+    tracing::info!(admin = %admin.user.id, user_id = %id, active, "account status changed");
     Ok(Json(UserView::from(user)))
 }
 
