@@ -103,6 +103,7 @@ async fn connect_sqlite(url: &str, settings: &DatabaseSettings) -> anyhow::Resul
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
         });
+    write.map_sqlx_sqlite_pool_opts(stable_query_plans);
     let write = Database::connect(write)
         .await
         .with_context(|| format!("opening the SQLite database {url}"))?;
@@ -123,10 +124,40 @@ async fn connect_sqlite(url: &str, settings: &DatabaseSettings) -> anyhow::Resul
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
         });
+    read.map_sqlx_sqlite_pool_opts(stable_query_plans);
     let read = Database::connect(read)
         .await
         .with_context(|| format!("opening the SQLite database {url} for reading"))?;
     Ok(Db { read, write })
+}
+
+/// Turns on SQLite's query-planner stability guarantee on every connection. Without it, a
+/// statement whose plan looked at a bound value (SeaORM's `LIMIT ?` does) is compiled again
+/// at every execution; with it, cached statements are reused as they should be. This was a
+/// quarter of the CPU of an authenticated request.
+fn stable_query_plans(
+    options: sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite>,
+) -> sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite> {
+    options.after_connect(|conn, _meta| {
+        Box::pin(async move {
+            let mut handle = conn.lock_handle().await?;
+            let db = handle.as_raw_handle().as_ptr();
+            // SAFETY: `db` is this connection's open handle, held locked for the call;
+            // SQLITE_DBCONFIG_ENABLE_QPSG takes an int and an optional int* for the result.
+            let rc = unsafe {
+                libsqlite3_sys::sqlite3_db_config(
+                    db,
+                    libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+                    1 as std::ffi::c_int,
+                    std::ptr::null_mut::<std::ffi::c_int>(),
+                )
+            };
+            if rc != libsqlite3_sys::SQLITE_OK {
+                tracing::warn!(rc, "SQLite refused the query-planner stability setting");
+            }
+            Ok(())
+        })
+    })
 }
 
 async fn connect_postgres(url: &str, settings: &DatabaseSettings) -> anyhow::Result<Db> {

@@ -33,24 +33,34 @@ impl FromRequestParts<AppState> for CurrentUser {
             Some(sid) => Some(Uuid::parse_str(sid).map_err(|_| session_ended())?),
             None => None,
         };
-        let user = state
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or_else(session_ended)?;
-        if !user.is_active() {
-            return Err(account_disabled().into());
-        }
-        if let Some(sid) = session_id {
-            let live = state
-                .store
-                .session(sid)
-                .await?
-                .is_some_and(|s| s.user_id == user_id && s.is_live(platform::clock::now()));
-            if !live {
-                return Err(session_ended().into());
+        let user = match session_id {
+            Some(sid) => {
+                let (session, user) = state
+                    .store
+                    .session_with_user(sid)
+                    .await?
+                    .filter(|(s, _)| s.user_id == user_id)
+                    .ok_or_else(session_ended)?;
+                if !user.is_active() {
+                    return Err(account_disabled().into());
+                }
+                if !session.is_live(platform::clock::now()) {
+                    return Err(session_ended().into());
+                }
+                user
             }
-        }
+            None => {
+                let user = state
+                    .store
+                    .user_by_id(user_id)
+                    .await?
+                    .ok_or_else(session_ended)?;
+                if !user.is_active() {
+                    return Err(account_disabled().into());
+                }
+                user
+            }
+        };
         Ok(CurrentUser {
             claims,
             user,

@@ -162,6 +162,18 @@ impl Store {
         Sessions::find_by_id(id).one(self.db.read()).await
     }
 
+    /// A session and its account, in one query: every authenticated request asks this.
+    pub async fn session_with_user(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Session, users::Model)>, DbErr> {
+        Ok(Sessions::find_by_id(id)
+            .find_also_related(Users)
+            .one(self.db.read())
+            .await?
+            .and_then(|(session, user)| user.map(|u| (session, u))))
+    }
+
     /// The live sessions of a user, newest first.
     pub async fn live_sessions(&self, user_id: Uuid) -> Result<Vec<Session>, DbErr> {
         Sessions::find()

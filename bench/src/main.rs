@@ -1,0 +1,326 @@
+//! PromptFlow benchmarks. Every figure is measured beside a baseline in the same run and
+//! reported as a ratio to it, because absolute numbers on a shared two-core machine say
+//! little. Prints Markdown for BENCHMARKS.md.
+//!
+//! Build the binaries first (the servers run as separate processes, as users run them):
+//! `cargo build --release -p promptflow -p bench && target/release/promptflow-bench all`
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+mod load;
+mod tokens;
+
+#[derive(Parser)]
+#[command(about = "PromptFlow benchmarks (Markdown on stdout)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand, Clone)]
+enum Bench {
+    /// Access-token verification against a bare Ed25519 signature check.
+    Tokens {
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// `GET /api/users/me` throughput against `GET /health` on the same server, SQLite and
+    /// PostgreSQL.
+    Me {
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// PostgreSQL server for the PostgreSQL run (a fresh database is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+        postgres: String,
+    },
+    /// Resident memory of an idle `promptflow up` against an empty axum server.
+    Memory,
+    /// All of the above with their defaults.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!("<!-- {} -->", machine());
+    match cli.command {
+        Bench::Tokens { rounds, seconds } => tokens::run(rounds, seconds),
+        Bench::Me {
+            rounds,
+            seconds,
+            connections,
+            postgres,
+        } => runtime.block_on(me(rounds, seconds, connections, &postgres)),
+        Bench::Memory => runtime.block_on(memory()),
+        Bench::All => {
+            tokens::run(5, 1.0)?;
+            runtime.block_on(me(5, 3.0, 32, "postgres://postgres@127.0.0.1:5432"))?;
+            runtime.block_on(memory())
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs, {model}")
+}
+
+/// The release binaries beside this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .map(|d| d.join(name))
+        .context("no folder for the bench binary")?;
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p promptflow -p bench`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_promptflow(args: &[&str], database_url: Option<&str>) -> anyhow::Result<Server> {
+    let data = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut cmd = Command::new(sibling("promptflow")?);
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("PROMPTFLOW_USER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PROMPTFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        cmd.env("PROMPTFLOW_USER__DATABASE__URL", url);
+    }
+    let child = cmd.spawn().context("starting promptflow")?;
+    let server = Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        _data: data,
+    };
+    wait_ready(&server.addr).await?;
+    Ok(server)
+}
+
+async fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("http://{addr}/health")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the server at {addr} did not come up")
+}
+
+/// User + system CPU time of a process, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // Linux reports in USER_HZ, 100 per second on every mainstream build.
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+async fn me(rounds: u32, seconds: f64, connections: usize, postgres: &str) -> anyhow::Result<()> {
+    println!("\n### `GET /api/users/me` throughput (user-service, release build)\n");
+    println!(
+        "{connections} keep-alive connections from one load process, {rounds} interleaved rounds of {seconds} s per path; median of rounds. \
+         Baseline: `GET /health` on the same server (no token, no database)."
+    );
+    println!();
+    println!("| backend | path | req/s | ratio to /health | p50 ms | p99 ms | server CPU µs/req |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let pg_db = format!("pfbench_{}", std::process::id());
+    for (backend, url) in [
+        ("SQLite", None),
+        ("PostgreSQL", Some(format!("{postgres}/{pg_db}"))),
+    ] {
+        let server = start_promptflow(&["serve", "user-service"], url.as_deref()).await?;
+        let token = load::login(&server.addr).await?;
+        let pid = server.child.id();
+        let duration = Duration::from_secs_f64(seconds);
+        let mut results: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
+            ("/health", vec![], vec![], vec![], vec![]),
+            ("/api/users/me", vec![], vec![], vec![], vec![]),
+        ];
+        // Warm up both paths once.
+        for (path, ..) in &results {
+            load::run(
+                &server.addr,
+                path,
+                Some(&token),
+                connections,
+                Duration::from_millis(500),
+            )
+            .await?;
+        }
+        for _ in 0..rounds {
+            for (path, rps, p50, p99, cpu) in &mut results {
+                let before = cpu_time(pid);
+                let stats =
+                    load::run(&server.addr, path, Some(&token), connections, duration).await?;
+                let used = cpu_time(pid).saturating_sub(before);
+                rps.push(stats.rps());
+                p50.push(stats.percentile(0.50));
+                p99.push(stats.percentile(0.99));
+                cpu.push(used.as_secs_f64() * 1e6 / stats.ok.max(1) as f64);
+                if stats.failed > 0 {
+                    bail!("{path}: {} requests failed", stats.failed);
+                }
+            }
+        }
+        let base = median(results[0].1.clone());
+        for (path, rps, p50, p99, cpu) in results {
+            let rps = median(rps);
+            println!(
+                "| {backend} | `{path}` | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                rps / base,
+                median(p50),
+                median(p99),
+                median(cpu)
+            );
+        }
+        drop(server);
+        if url.is_some() {
+            drop_pg(postgres, &pg_db).await;
+        }
+    }
+    Ok(())
+}
+
+async fn drop_pg(base: &str, name: &str) {
+    let _ = Command::new("psql")
+        .arg(format!("{base}/postgres"))
+        .args([
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+async fn memory() -> anyhow::Result<()> {
+    println!("\n### Idle memory (resident set, release build)\n");
+    println!(
+        "Each process started fresh, ready, then left idle 3 s. Baseline: an empty axum server on the same runtime (`bench/src/bin/baseline_server.rs`).\n"
+    );
+    println!("| process | RSS MiB | ratio to baseline |");
+    println!("|---|---:|---:|");
+    let port = free_port()?;
+    let mut baseline = Command::new(sibling("baseline-server")?)
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_ready(&format!("127.0.0.1:{port}")).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base = rss_kib(baseline.id());
+    let _ = baseline.kill();
+    let _ = baseline.wait();
+
+    let up = start_promptflow(&["up"], None).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_kib(up.child.id());
+    // And after some work: a thousand authenticated requests.
+    let token = load::login(&up.addr).await?;
+    load::run(
+        &up.addr,
+        "/api/users/me",
+        Some(&token),
+        8,
+        Duration::from_secs(2),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let worked = rss_kib(up.child.id());
+    drop(up);
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("| empty axum server (baseline) | {:.1} | 1.00 |", mib(base));
+    println!(
+        "| `promptflow up`, idle | {:.1} | {:.2} |",
+        mib(idle),
+        idle as f64 / base.max(1) as f64
+    );
+    println!(
+        "| `promptflow up`, after 2 s of `GET /api/users/me` | {:.1} | {:.2} |",
+        mib(worked),
+        worked as f64 / base.max(1) as f64
+    );
+    Ok(())
+}
