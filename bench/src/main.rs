@@ -214,15 +214,12 @@ async fn me(rounds: u32, seconds: f64, connections: usize, postgres: &str) -> an
         let token = load::login(&server.addr).await?;
         let pid = server.child.id();
         let duration = Duration::from_secs_f64(seconds);
-        let mut results: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
-            ("/health", vec![], vec![], vec![], vec![]),
-            ("/api/users/me", vec![], vec![], vec![], vec![]),
-        ];
+        let mut results = [PathRuns::new("/health"), PathRuns::new("/api/users/me")];
         // Warm up both paths once.
-        for (path, ..) in &results {
+        for r in &results {
             load::run(
                 &server.addr,
-                path,
+                r.path,
                 Some(&token),
                 connections,
                 Duration::from_millis(500),
@@ -230,29 +227,31 @@ async fn me(rounds: u32, seconds: f64, connections: usize, postgres: &str) -> an
             .await?;
         }
         for _ in 0..rounds {
-            for (path, rps, p50, p99, cpu) in &mut results {
+            for r in &mut results {
                 let before = cpu_time(pid);
                 let stats =
-                    load::run(&server.addr, path, Some(&token), connections, duration).await?;
+                    load::run(&server.addr, r.path, Some(&token), connections, duration).await?;
                 let used = cpu_time(pid).saturating_sub(before);
-                rps.push(stats.rps());
-                p50.push(stats.percentile(0.50));
-                p99.push(stats.percentile(0.99));
-                cpu.push(used.as_secs_f64() * 1e6 / stats.ok.max(1) as f64);
                 if stats.failed > 0 {
-                    bail!("{path}: {} requests failed", stats.failed);
+                    bail!("{}: {} requests failed", r.path, stats.failed);
                 }
+                r.rps.push(stats.rps());
+                r.p50.push(stats.percentile(0.50));
+                r.p99.push(stats.percentile(0.99));
+                r.cpu_us
+                    .push(used.as_secs_f64() * 1e6 / stats.ok.max(1) as f64);
             }
         }
-        let base = median(results[0].1.clone());
-        for (path, rps, p50, p99, cpu) in results {
-            let rps = median(rps);
+        let base = median(results[0].rps.clone());
+        for r in results {
+            let rps = median(r.rps);
             println!(
-                "| {backend} | `{path}` | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                "| {backend} | `{}` | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                r.path,
                 rps / base,
-                median(p50),
-                median(p99),
-                median(cpu)
+                median(r.p50),
+                median(r.p99),
+                median(r.cpu_us)
             );
         }
         drop(server);
@@ -261,6 +260,27 @@ async fn me(rounds: u32, seconds: f64, connections: usize, postgres: &str) -> an
         }
     }
     Ok(())
+}
+
+/// The figures of every round for one path.
+struct PathRuns {
+    path: &'static str,
+    rps: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+impl PathRuns {
+    fn new(path: &'static str) -> Self {
+        Self {
+            path,
+            rps: Vec::new(),
+            p50: Vec::new(),
+            p99: Vec::new(),
+            cpu_us: Vec::new(),
+        }
+    }
 }
 
 async fn drop_pg(base: &str, name: &str) {
