@@ -1,0 +1,6 @@
+//! Domain rules of business-service, with no I/O.
+
+pub mod diff;
+pub mod portable;
+pub mod search_text;
+pub mod template;
