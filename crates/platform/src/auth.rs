@@ -191,6 +191,22 @@ impl TokenVerifier {
     }
 }
 
+/// Fetches the issuer's JWKS over HTTP (how every service but user-service gets the keys).
+pub fn remote_jwks(url: String) -> JwksFetcher {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    Arc::new(move || {
+        let client = client.clone();
+        let url = url.clone();
+        Box::pin(async move {
+            let response = client.get(&url).send().await?.error_for_status()?;
+            Ok(response.json::<JwkSet>().await?)
+        })
+    })
+}
+
 /// The Ed25519 keys of a set, by `kid`; keys of other kinds are skipped.
 pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
     set.keys

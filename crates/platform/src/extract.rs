@@ -48,6 +48,21 @@ where
     }
 }
 
+/// A body of any media type, whole (bounded by the body limit; too large is a 413 problem).
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(RawBody)
+    }
+}
+
 /// An optional JSON body: an empty body is `None`, anything else must be JSON.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaybeJson<T>(pub Option<T>);

@@ -43,6 +43,8 @@ enum Command {
 enum ServiceName {
     #[value(name = "user-service", alias = "user")]
     User,
+    #[value(name = "business-service", alias = "business")]
+    Business,
 }
 
 /// Every setting, by section. Services not built yet have no section.
@@ -53,6 +55,7 @@ struct Settings {
     log: LogSettings,
     http: HttpSettings,
     user: user_service::Settings,
+    business: business_service::Settings,
 }
 
 /// Password hashing allocates ~19 MiB at a time. glibc raises its mmap threshold after such
@@ -116,10 +119,14 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 format!("creating the data folder {}", common.data_dir.display())
             })?;
             tracing::info!(data_dir = %common.data_dir.display(), "starting every service in one process");
-            vec![(
-                user_service::NAME,
-                user_service::start(settings.user, &common, shutdown.clone()).await?,
-            )]
+            let user = user_service::start(settings.user, &common, shutdown.clone()).await?;
+            let mut business = settings.business;
+            // In one process business-service reads user-service's keys where it listens.
+            if business.jwks_url == business_service::Settings::default().jwks_url {
+                business.jwks_url = format!("http://{}/.well-known/jwks.json", loopback(user.local_addr));
+            }
+            let business = business_service::start(business, &common, shutdown.clone()).await?;
+            vec![(user_service::NAME, user), (business_service::NAME, business)]
         }
         Command::Serve {
             service: ServiceName::User,
@@ -127,11 +134,26 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             user_service::NAME,
             user_service::start(settings.user, &common, shutdown.clone()).await?,
         )],
+        Command::Serve {
+            service: ServiceName::Business,
+        } => vec![(
+            business_service::NAME,
+            business_service::start(settings.business, &common, shutdown.clone()).await?,
+        )],
     };
     for (name, serving) in &services {
         tracing::info!(service = name, address = %serving.local_addr, "ready");
     }
     wait_all(services, shutdown).await
+}
+
+/// The address to reach a service listening on `addr` from this machine.
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
 }
 
 /// Waits for every service; the first to fail stops the others.

@@ -38,6 +38,7 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
         .args(["up", "--data-dir"])
         .arg(data.path())
         .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
         .spawn()
         .expect("promptflow starts");

@@ -1,6 +1,8 @@
 //! Domain rules of business-service, with no I/O.
 
 pub mod diff;
+pub mod listing;
 pub mod portable;
 pub mod search_text;
 pub mod template;
+pub mod validation;

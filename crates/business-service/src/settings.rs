@@ -1,0 +1,45 @@
+//! business-service settings (section `business`, `PROMPTFLOW_BUSINESS__*`).
+
+use std::net::SocketAddr;
+
+use platform::settings::DatabaseSettings;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the service listens (seed port 8082).
+    pub listen: SocketAddr,
+    /// `business_db`; by default `business.db` in the data folder.
+    pub database: DatabaseSettings,
+    /// Tokens are accepted from this issuer, for this audience (user-service's settings).
+    pub issuer: String,
+    pub audience: String,
+    /// user-service's public keys.
+    pub jwks_url: String,
+    /// Longest prompt text accepted, in characters.
+    pub max_content_chars: usize,
+    /// Deleted prompts stay restorable this long, then are purged.
+    pub trash_retention_days: u32,
+    /// A text search ranks at most this many of the newest matches (keeps a very common
+    /// word as fast as a rare one).
+    pub search_candidates: u32,
+    /// Largest import accepted, in bytes.
+    pub import_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            database: DatabaseSettings::default(),
+            issuer: "promptflow".into(),
+            audience: "promptflow".into(),
+            jwks_url: "http://127.0.0.1:8081/.well-known/jwks.json".into(),
+            max_content_chars: 100_000,
+            trash_retention_days: 30,
+            search_candidates: 1000,
+            import_limit: 32 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The schema of `business_db`, as migrations applied at start. Text search has one
+//! structure per backend (FTS5 on SQLite, a tsvector with a GIN index on PostgreSQL), fed
+//! the same tokens, so both find the same prompts.
+
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Initial)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Prompts {
+    Table,
+    Id,
+    Seq,
+    OwnerId,
+    Title,
+    TitleKey,
+    Slug,
+    Content,
+    Description,
+    Category,
+    CategoryKey,
+    FolderId,
+    Visibility,
+    Status,
+    Version,
+    Revision,
+    UsageCount,
+    LastUsedAt,
+    Variables,
+    SearchTitle,
+    SearchTags,
+    SearchDesc,
+    CreatedAt,
+    UpdatedAt,
+    DeletedAt,
+}
+
+#[derive(DeriveIden)]
+enum PromptVersions {
+    Table,
+    PromptId,
+    Number,
+    Title,
+    Content,
+    Description,
+    AuthorId,
+    Message,
+    RestoredFrom,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PromptTags {
+    Table,
+    PromptId,
+    TagKey,
+    Tag,
+    OwnerId,
+}
+
+#[derive(DeriveIden)]
+enum Favorites {
+    Table,
+    UserId,
+    PromptId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Folders {
+    Table,
+    Id,
+    OwnerId,
+    ParentId,
+    ParentKey,
+    Name,
+    NameKey,
+    Position,
+    Color,
+    Icon,
+    Revision,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Categories {
+    Table,
+    Id,
+    OwnerId,
+    Name,
+    NameKey,
+    Color,
+    Position,
+    IsSystem,
+    CreatedAt,
+    UpdatedAt,
+}
+
+struct M0001Initial;
+
+impl MigrationName for M0001Initial {
+    fn name(&self) -> &str {
+        "m0001_initial"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Initial {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Prompts::Table)
+                .col(pk_uuid(Prompts::Id))
+                .col(big_integer(Prompts::Seq).unique_key())
+                .col(uuid(Prompts::OwnerId))
+                .col(string_len(Prompts::Title, 200))
+                .col(string_len(Prompts::TitleKey, 200))
+                .col(string_len_null(Prompts::Slug, 64))
+                .col(text(Prompts::Content))
+                .col(text_null(Prompts::Description))
+                .col(string_len_null(Prompts::Category, 64))
+                .col(string_len_null(Prompts::CategoryKey, 64))
+                .col(uuid_null(Prompts::FolderId))
+                .col(string_len(Prompts::Visibility, 16))
+                .col(string_len(Prompts::Status, 16))
+                .col(integer(Prompts::Version))
+                .col(big_integer(Prompts::Revision))
+                .col(big_integer(Prompts::UsageCount))
+                .col(timestamp_with_time_zone_null(Prompts::LastUsedAt))
+                .col(json_binary(Prompts::Variables))
+                .col(text(Prompts::SearchTitle))
+                .col(text(Prompts::SearchTags))
+                .col(text(Prompts::SearchDesc))
+                .col(timestamp_with_time_zone(Prompts::CreatedAt))
+                .col(timestamp_with_time_zone(Prompts::UpdatedAt))
+                .col(timestamp_with_time_zone_null(Prompts::DeletedAt))
+                .to_owned(),
+        )
+        .await?;
+        for (name, cols) in [
+            (
+                "prompts_by_owner_updated",
+                vec![Prompts::OwnerId, Prompts::UpdatedAt, Prompts::Id],
+            ),
+            (
+                "prompts_by_owner_created",
+                vec![Prompts::OwnerId, Prompts::CreatedAt, Prompts::Id],
+            ),
+            (
+                "prompts_by_owner_title",
+                vec![Prompts::OwnerId, Prompts::TitleKey, Prompts::Id],
+            ),
+            (
+                "prompts_by_owner_usage",
+                vec![Prompts::OwnerId, Prompts::UsageCount, Prompts::Id],
+            ),
+            ("prompts_by_folder", vec![Prompts::FolderId]),
+            (
+                "prompts_public",
+                vec![Prompts::Visibility, Prompts::UpdatedAt, Prompts::Id],
+            ),
+            ("prompts_deleted", vec![Prompts::DeletedAt]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(Prompts::Table);
+            for c in cols {
+                index.col(c);
+            }
+            m.create_index(index.to_owned()).await?;
+        }
+        m.create_index(
+            Index::create()
+                .name("prompts_slug")
+                .table(Prompts::Table)
+                .col(Prompts::OwnerId)
+                .col(Prompts::Slug)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(PromptVersions::Table)
+                .col(uuid(PromptVersions::PromptId))
+                .col(integer(PromptVersions::Number))
+                .col(string_len(PromptVersions::Title, 200))
+                .col(text(PromptVersions::Content))
+                .col(text_null(PromptVersions::Description))
+                .col(uuid(PromptVersions::AuthorId))
+                .col(string_len_null(PromptVersions::Message, 500))
+                .col(integer_null(PromptVersions::RestoredFrom))
+                .col(timestamp_with_time_zone(PromptVersions::CreatedAt))
+                .primary_key(
+                    Index::create()
+                        .col(PromptVersions::PromptId)
+                        .col(PromptVersions::Number),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(PromptVersions::Table, PromptVersions::PromptId)
+                        .to(Prompts::Table, Prompts::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(PromptTags::Table)
+                .col(uuid(PromptTags::PromptId))
+                .col(string_len(PromptTags::TagKey, 64))
+                .col(string_len(PromptTags::Tag, 64))
+                .col(uuid(PromptTags::OwnerId))
+                .primary_key(
+                    Index::create()
+                        .col(PromptTags::PromptId)
+                        .col(PromptTags::TagKey),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(PromptTags::Table, PromptTags::PromptId)
+                        .to(Prompts::Table, Prompts::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("prompt_tags_by_owner")
+                .table(PromptTags::Table)
+                .col(PromptTags::OwnerId)
+                .col(PromptTags::TagKey)
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Favorites::Table)
+                .col(uuid(Favorites::UserId))
+                .col(uuid(Favorites::PromptId))
+                .col(timestamp_with_time_zone(Favorites::CreatedAt))
+                .primary_key(
+                    Index::create()
+                        .col(Favorites::UserId)
+                        .col(Favorites::PromptId),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Favorites::Table, Favorites::PromptId)
+                        .to(Prompts::Table, Prompts::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Folders::Table)
+                .col(pk_uuid(Folders::Id))
+                .col(uuid(Folders::OwnerId))
+                .col(uuid_null(Folders::ParentId))
+                .col(uuid(Folders::ParentKey))
+                .col(string_len(Folders::Name, 100))
+                .col(string_len(Folders::NameKey, 100))
+                .col(integer(Folders::Position))
+                .col(string_len_null(Folders::Color, 16))
+                .col(string_len_null(Folders::Icon, 32))
+                .col(big_integer(Folders::Revision))
+                .col(timestamp_with_time_zone(Folders::CreatedAt))
+                .col(timestamp_with_time_zone(Folders::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("folders_unique_name")
+                .table(Folders::Table)
+                .col(Folders::OwnerId)
+                .col(Folders::ParentKey)
+                .col(Folders::NameKey)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Categories::Table)
+                .col(pk_uuid(Categories::Id))
+                .col(uuid(Categories::OwnerId))
+                .col(string_len(Categories::Name, 64))
+                .col(string_len(Categories::NameKey, 64))
+                .col(string_len_null(Categories::Color, 16))
+                .col(integer(Categories::Position))
+                .col(boolean(Categories::IsSystem))
+                .col(timestamp_with_time_zone(Categories::CreatedAt))
+                .col(timestamp_with_time_zone(Categories::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("categories_unique_name")
+                .table(Categories::Table)
+                .col(Categories::OwnerId)
+                .col(Categories::NameKey)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+
+        let db = m.get_connection();
+        match m.get_database_backend() {
+            DbBackend::Sqlite => {
+                // `scope` holds owner/visibility/status/folder/category/tag tokens, `doc` the
+                // words of the prompt; queries address each column by name.
+                db.execute_unprepared(
+                    "CREATE VIRTUAL TABLE prompt_fts USING fts5(scope, doc, content='', \
+                     contentless_delete=1, tokenize='unicode61 remove_diacritics 0')",
+                )
+                .await?;
+            }
+            DbBackend::Postgres => {
+                db.execute_unprepared("CREATE SEQUENCE prompt_seq").await?;
+                db.execute_unprepared(
+                    "CREATE TABLE prompt_search (seq BIGINT PRIMARY KEY, tsv TSVECTOR NOT NULL)",
+                )
+                .await?;
+                db.execute_unprepared(
+                    "CREATE INDEX prompt_search_tsv ON prompt_search USING GIN (tsv)",
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

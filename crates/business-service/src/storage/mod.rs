@@ -1,0 +1,48 @@
+//! Everything business-service keeps in `business_db`. Handlers call these methods; no SQL
+//! lives outside this folder.
+
+pub mod categories;
+pub mod entities;
+pub mod folders;
+pub mod migrations;
+pub mod prompts;
+pub mod search;
+pub mod tags;
+
+use platform::db::Db;
+use sea_orm::DbErr;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("not found")]
+    NotFound,
+    /// Someone changed the resource since the caller read it; this is its revision now.
+    #[error("stale: the current revision is {0}")]
+    Stale(i64),
+    #[error("the slug is taken")]
+    SlugTaken,
+    #[error("unknown folder")]
+    UnknownFolder,
+    #[error("a folder with this name exists here")]
+    NameTaken,
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
