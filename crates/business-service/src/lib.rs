@@ -43,7 +43,9 @@ fn check_settings(s: &Settings) -> anyhow::Result<()> {
 /// Connects to `business_db`, applies migrations, and sets up token verification.
 pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppState> {
     check_settings(&settings)?;
-    let url = settings.database.url_or_sqlite(&common.data_dir, "business.db");
+    let url = settings
+        .database
+        .url_or_sqlite(&common.data_dir, "business.db");
     let db = platform::db::connect(&url, &settings.database).await?;
     db.migrate::<Migrator>().await?;
     let verifier = TokenVerifier::new(

@@ -123,10 +123,14 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let mut business = settings.business;
             // In one process business-service reads user-service's keys where it listens.
             if business.jwks_url == business_service::Settings::default().jwks_url {
-                business.jwks_url = format!("http://{}/.well-known/jwks.json", loopback(user.local_addr));
+                business.jwks_url =
+                    format!("http://{}/.well-known/jwks.json", loopback(user.local_addr));
             }
             let business = business_service::start(business, &common, shutdown.clone()).await?;
-            vec![(user_service::NAME, user), (business_service::NAME, business)]
+            vec![
+                (user_service::NAME, user),
+                (business_service::NAME, business),
+            ]
         }
         Command::Serve {
             service: ServiceName::User,

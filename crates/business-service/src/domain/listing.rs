@@ -115,9 +115,18 @@ impl Cursor {
 /// Relevance of one prompt to a query, the same on every backend: per term, 8 when in the
 /// title, 4 in the tags, 2 in the description, and 1 when found only in the text.
 /// `fields` are the space-padded token strings stored with the prompt.
-pub fn relevance(terms: &[String], prefix: Option<&str>, title: &str, tags: &str, desc: &str) -> i64 {
+pub fn relevance(
+    terms: &[String],
+    prefix: Option<&str>,
+    title: &str,
+    tags: &str,
+    desc: &str,
+) -> i64 {
     let weigh = |matches: &dyn Fn(&str) -> bool| {
-        (8 * i64::from(matches(title)) + 4 * i64::from(matches(tags)) + 2 * i64::from(matches(desc))).max(1)
+        (8 * i64::from(matches(title))
+            + 4 * i64::from(matches(tags))
+            + 2 * i64::from(matches(desc)))
+        .max(1)
     };
     // With a prefix, the last term is the word being typed: it scores as the better of the
     // whole term and the prefix.
@@ -162,7 +171,15 @@ mod tests {
         assert_eq!(relevance(&t("prompt"), None, " ", " prompt ", " "), 4);
         assert_eq!(relevance(&t("prompt"), None, " ", " ", " a prompt "), 2);
         assert_eq!(relevance(&t("prompt"), None, " ", " ", " "), 1);
-        assert_eq!(relevance(&t("writ"), None, title, " ", " "), 1, "whole tokens only");
-        assert_eq!(relevance(&[], Some("writ"), title, " ", " "), 8, "a prefix may match part");
+        assert_eq!(
+            relevance(&t("writ"), None, title, " ", " "),
+            1,
+            "whole tokens only"
+        );
+        assert_eq!(
+            relevance(&[], Some("writ"), title, " ", " "),
+            8,
+            "a prefix may match part"
+        );
     }
 }

@@ -27,7 +27,9 @@ use std::fmt;
 use std::io::{self, Cursor, Read, Write};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zip::write::SimpleFileOptions;
@@ -612,7 +614,9 @@ fn detect(raw: &[u8], text: &[u8], content_type: &str) -> Kind {
         .trim()
         .to_ascii_lowercase();
     match media.as_str() {
-        "application/zip" | "application/x-zip-compressed" | "application/x-zip"
+        "application/zip"
+        | "application/x-zip-compressed"
+        | "application/x-zip"
         | "multipart/x-zip" => Kind::Zip,
         "application/json" | "text/json" => Kind::Json,
         m if m.ends_with("+json") => Kind::Json,
@@ -952,8 +956,15 @@ fn markdown_item(
 
 /// A Markdown entry of the archive, in archive order.
 enum Entry {
-    File { zip_index: usize, name: String, parts: Vec<String> },
-    Refused { name: String, error: &'static str },
+    File {
+        zip_index: usize,
+        name: String,
+        parts: Vec<String>,
+    },
+    Refused {
+        name: String,
+        error: &'static str,
+    },
 }
 
 fn parse_zip(bytes: &[u8]) -> Result<Parsed, ImportError> {
@@ -1188,8 +1199,7 @@ fn read_entry(
     }
     if got > MAX_ENTRY_BYTES {
         // Count the rest too: a single huge entry is a bomb, not just one bad file.
-        let rest = io::copy(&mut file.by_ref().take(budget.saturating_add(1)), &mut io::sink())
-            .unwrap_or(0);
+        let rest = drain(&mut file, budget.saturating_add(1));
         if rest > *budget {
             return Err(bomb);
         }
@@ -1197,6 +1207,20 @@ fn read_entry(
         return Ok(Err(format!("larger than {MAX_ENTRY_BYTES} bytes")));
     }
     Ok(Ok(data))
+}
+
+/// Reads and drops up to `limit` bytes, returning how many came; a read error ends
+/// the count but keeps what was already inflated.
+fn drain(reader: &mut impl Read, limit: u64) -> u64 {
+    let mut buf = vec![0; 64 * 1024];
+    let mut total = 0u64;
+    while total < limit {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX)),
+        }
+    }
+    total
 }
 
 type Manifest = (Vec<PortableFolder>, HashMap<String, String>);
@@ -1305,9 +1329,7 @@ fn prompt_from_map(
     let id = f.scalar_text(&["id"], true).and_then(non_blank);
     let category = f.text(&["category"]).and_then(non_blank);
     let slug = f.text(&["slug"]).and_then(non_blank);
-    let folder = f
-        .text(&["folder"])
-        .and_then(|p| normalize_folder_path(&p));
+    let folder = f.text(&["folder"]).and_then(|p| normalize_folder_path(&p));
 
     let visibility = match f.text(&["visibility"]) {
         Some(v) => {
@@ -1459,7 +1481,10 @@ impl<'a> Fields<'a> {
         let (name, value) = self.get(names)?;
         let count = value.as_u64();
         if count.is_none() {
-            let error = format!("{name}: expected a whole number ≥ 0, found {}", shown_value(value));
+            let error = format!(
+                "{name}: expected a whole number ≥ 0, found {}",
+                shown_value(value)
+            );
             self.fail(error);
         }
         count
@@ -1498,7 +1523,10 @@ impl<'a> Fields<'a> {
                 Value::Number(n) if self.lenient => n.to_string(),
                 Value::Bool(b) if self.lenient => b.to_string(),
                 other => {
-                    self.fail(format!("{name}[{i}]: expected text, found {}", kind_of(other)));
+                    self.fail(format!(
+                        "{name}[{i}]: expected text, found {}",
+                        kind_of(other)
+                    ));
                     continue;
                 }
             };
@@ -1530,7 +1558,11 @@ fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
             return Some(t.and_utc());
         }
@@ -1568,7 +1600,10 @@ fn kind_of(value: &Value) -> &'static str {
 fn shown(s: &str) -> String {
     const MAX: usize = 40;
     if s.chars().count() > MAX {
-        format!("{:?}", format!("{}…", s.chars().take(MAX).collect::<String>()))
+        format!(
+            "{:?}",
+            format!("{}…", s.chars().take(MAX).collect::<String>())
+        )
     } else {
         format!("{s:?}")
     }
@@ -1772,5 +1807,1257 @@ impl<'de> Visitor<'de> for TreeSeed<'_> {
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
         let (_tag, variant) = data.variant::<de::IgnoredAny>()?;
         variant.newtype_variant_seed(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test date")
+            .with_timezone(&Utc)
+    }
+
+    fn prompt(title: &str, content: &str, folder: Option<&str>) -> PortablePrompt {
+        PortablePrompt {
+            id: None,
+            title: title.to_owned(),
+            content: content.to_owned(),
+            description: None,
+            tags: Vec::new(),
+            category: None,
+            folder: folder.map(str::to_owned),
+            slug: None,
+            visibility: default_visibility(),
+            favorite: false,
+            status: default_status(),
+            created_at: None,
+            updated_at: None,
+            usage_count: 0,
+        }
+    }
+
+    fn folder(path: &str, position: i32) -> PortableFolder {
+        PortableFolder {
+            path: path.to_owned(),
+            color: None,
+            icon: None,
+            position,
+        }
+    }
+
+    fn sample() -> Library {
+        let full = PortablePrompt {
+            id: Some("0190a3c5-7b1e-7c8d-9f00-123456789abc".to_owned()),
+            title: "写作助手".to_owned(),
+            content: "你是一位专业的写作助手。\n\n请帮我润色：{{text}}\n".to_owned(),
+            description: Some("帮助润色中文文章".to_owned()),
+            tags: vec!["写作".to_owned(), "中文".to_owned(), "AI".to_owned()],
+            category: Some("写作".to_owned()),
+            folder: Some("工作".to_owned()),
+            slug: Some("writing-assistant".to_owned()),
+            visibility: "public".to_owned(),
+            favorite: true,
+            status: "archived".to_owned(),
+            created_at: Some(at("2024-05-01T10:20:30.123Z")),
+            updated_at: Some(at("2024-06-02T03:04:05Z")),
+            usage_count: 42,
+        };
+        let mut reply = prompt(
+            "Email reply",
+            "\nDear {{name}},\n---\nThanks!\n\n",
+            Some("工作/邮件"),
+        );
+        reply.tags = vec!["email".to_owned()];
+        reply.visibility = "unlisted".to_owned();
+        reply.description = Some("Line 1\nLine 2: with colon".to_owned());
+        let mut ambiguous = prompt("123", "numbers", None);
+        ambiguous.tags = vec!["2024".to_owned(), "yes".to_owned(), "true".to_owned()];
+        ambiguous.description = Some("~".to_owned());
+        ambiguous.category = Some("null".to_owned());
+        let mut idea = prompt(
+            "Idea: build a 🚀",
+            "Ship it: `cargo build`  \t\n",
+            Some("Personal/Ideas: 2024"),
+        );
+        idea.slug = Some("idea".to_owned());
+        let mut colored = folder("工作", 1);
+        colored.color = Some("#ff0000".to_owned());
+        colored.icon = Some("briefcase".to_owned());
+        let mut home = folder("Personal", 3);
+        home.icon = Some("🏠".to_owned());
+        let mut ideas = folder("Personal/Ideas: 2024", 4);
+        ideas.color = Some("#00ff00".to_owned());
+        Library::new(
+            at("2024-07-01T12:00:00Z"),
+            vec![
+                colored,
+                folder("工作/邮件", 2),
+                home,
+                ideas,
+                folder("Empty folder", 5),
+            ],
+            vec![
+                full,
+                reply,
+                prompt("Email reply", "Second", Some("工作/邮件")),
+                prompt("email reply", "Third", Some("工作/邮件")),
+                ambiguous,
+                idea,
+                prompt("Old notes", "old", Some("Archive/Old")),
+                prompt("---", "---\n---\n", None),
+                prompt("true", "Windows\r\nline ends\r\n", Some("工作")),
+            ],
+        )
+    }
+
+    fn prompts_of(parsed: &Parsed) -> Vec<PortablePrompt> {
+        parsed
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Prompt(p) => Some(p.clone()),
+                Item::Refused { .. } => None,
+            })
+            .collect()
+    }
+
+    fn refusals(parsed: &Parsed) -> Vec<(usize, Option<String>, String)> {
+        parsed
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Refused {
+                    index,
+                    title,
+                    error,
+                } => Some((*index, title.clone(), error.clone())),
+                Item::Prompt(_) => None,
+            })
+            .collect()
+    }
+
+    fn sorted(mut prompts: Vec<PortablePrompt>) -> Vec<PortablePrompt> {
+        prompts.sort_by(|a, b| {
+            (&a.folder, &a.title, &a.content).cmp(&(&b.folder, &b.title, &b.content))
+        });
+        prompts
+    }
+
+    fn zip_names(bytes: &[u8]) -> Vec<String> {
+        let mut archive = ZipArchive::new(Cursor::new(bytes)).expect("zip");
+        (0..archive.len())
+            .map(|i| {
+                archive
+                    .by_index(i)
+                    .expect("entry")
+                    .name()
+                    .expect("name")
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    fn zip_entry(bytes: &[u8], name: &str) -> String {
+        let mut archive = ZipArchive::new(Cursor::new(bytes)).expect("zip");
+        let mut file = archive.by_name(name).expect("entry");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("text");
+        text
+    }
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            zip.start_file(*name, SimpleFileOptions::default())
+                .expect("start");
+            zip.write_all(data).expect("write");
+        }
+        zip.finish().expect("finish").into_inner()
+    }
+
+    fn replace_all(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+        assert_eq!(from.len(), to.len());
+        let mut i = 0;
+        while i + from.len() <= bytes.len() {
+            if &bytes[i..i + from.len()] == from {
+                bytes[i..i + from.len()].copy_from_slice(to);
+                i += from.len();
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    // --- round trips -------------------------------------------------------
+
+    #[test]
+    fn json_round_trip_keeps_every_field() {
+        let lib = sample();
+        let bytes = to_json(&lib).expect("export");
+        for content_type in ["application/json", "", "application/octet-stream"] {
+            let parsed = parse(&bytes, content_type).expect("import");
+            assert_eq!(parsed.source, Source::PromptflowJson);
+            assert_eq!(parsed.folders, lib.folders);
+            assert_eq!(prompts_of(&parsed), lib.prompts);
+            assert!(refusals(&parsed).is_empty());
+        }
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.contains("\"format\": \"promptflow-library\""));
+        assert!(text.contains("\"usage_count\": 42"));
+        assert!(text.contains("\"exported_at\": \"2024-07-01T12:00:00Z\""));
+    }
+
+    #[test]
+    fn yaml_round_trip_keeps_every_field() {
+        let lib = sample();
+        let bytes = to_yaml(&lib).expect("export");
+        for content_type in ["application/yaml", "text/yaml; charset=utf-8", ""] {
+            let parsed = parse(&bytes, content_type).expect("import");
+            assert_eq!(parsed.source, Source::PromptflowYaml);
+            assert_eq!(parsed.folders, lib.folders);
+            assert_eq!(prompts_of(&parsed), lib.prompts);
+        }
+    }
+
+    #[test]
+    fn markdown_zip_round_trip_keeps_prompts_and_folders() {
+        let lib = sample();
+        let bytes = to_markdown_zip(&lib).expect("export");
+        for content_type in ["application/zip", "application/x-zip-compressed", ""] {
+            let parsed = parse(&bytes, content_type).expect("import");
+            assert_eq!(parsed.source, Source::MarkdownZip);
+            assert_eq!(parsed.folders, lib.folders);
+            assert!(refusals(&parsed).is_empty(), "{:?}", refusals(&parsed));
+            assert_eq!(sorted(prompts_of(&parsed)), sorted(lib.prompts.clone()));
+        }
+    }
+
+    #[test]
+    fn markdown_zip_layout_names_files_from_titles() {
+        let bytes = to_markdown_zip(&sample()).expect("export");
+        let names = zip_names(&bytes);
+        let expected = [
+            "library.yaml",
+            "Archive/",
+            "Archive/Old/",
+            "Empty folder/",
+            "Personal/",
+            "Personal/Ideas_ 2024/",
+            "工作/",
+            "工作/邮件/",
+            "工作/写作助手.md",
+            "工作/邮件/Email reply.md",
+            "工作/邮件/Email reply (2).md",
+            "工作/邮件/email reply (3).md",
+            "123.md",
+            "Personal/Ideas_ 2024/Idea_ build a 🚀.md",
+            "Archive/Old/Old notes.md",
+            "---.md",
+            "工作/true.md",
+        ];
+        assert_eq!(names, expected);
+
+        let manifest = zip_entry(&bytes, "library.yaml");
+        assert!(
+            manifest.starts_with("format: promptflow-library\nversion: 1\n"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("Personal/Ideas_ 2024: 'Personal/Ideas: 2024'"),
+            "{manifest}"
+        );
+
+        let file = zip_entry(&bytes, "工作/写作助手.md");
+        assert!(
+            file.starts_with("---\ntitle: 写作助手\nid: 0190a3c5-"),
+            "{file}"
+        );
+        assert!(!file.contains("folder:"), "{file}");
+        assert!(
+            file.ends_with("---\n\n你是一位专业的写作助手。\n\n请帮我润色：{{text}}\n"),
+            "{file}"
+        );
+        assert!(file.contains("\nusage_count: 42\n"), "{file}");
+    }
+
+    #[test]
+    fn hostile_titles_and_folders_stay_inside_the_archive() {
+        let titles = [
+            "../../etc/passwd",
+            "a/b",
+            "CON",
+            "con.txt",
+            "nul",
+            "COM1",
+            "lpt9.md",
+            "x\0y",
+            "\0",
+            &"A".repeat(300),
+            &"写".repeat(300),
+            "",
+            "   ",
+            ".hidden",
+            "...",
+            "a\\b",
+            "C:\\Windows\\x",
+            "/abs",
+            "\u{202E}gpj.exe",
+            "tab\there\nnew line",
+            "library.yaml",
+            "LIBRARY",
+        ];
+        let folders = [
+            "../..", "a:b", "a_b", "/etc/", "CON/AUX", " . /x", "\u{200B}",
+        ];
+        let mut lib = Library::new(at("2024-07-01T12:00:00Z"), Vec::new(), Vec::new());
+        lib.folders = folders.iter().map(|f| folder(f, 0)).collect();
+        for (i, title) in titles.iter().enumerate() {
+            let folder = folders.get(i % (folders.len() + 1)).copied();
+            lib.prompts.push(prompt(title, "body", folder));
+        }
+        let bytes = to_markdown_zip(&lib).expect("export");
+
+        let mut archive = ZipArchive::new(Cursor::new(bytes.as_slice())).expect("zip");
+        for i in 0..archive.len() {
+            let file = archive.by_index(i).expect("entry");
+            let name = file.name().expect("name").into_owned();
+            assert!(file.enclosed_name().is_some(), "{name:?}");
+            assert!(!name.starts_with('/') && !name.contains('\\') && !name.contains(':'));
+            assert!(!name.chars().any(char::is_control), "{name:?}");
+            for segment in name.trim_end_matches('/').split('/') {
+                assert!(!segment.is_empty(), "{name:?}");
+                assert!(
+                    !segment.starts_with('.') && !segment.ends_with('.'),
+                    "{name:?}"
+                );
+                assert!(
+                    !segment.starts_with(' ') && !segment.ends_with(' '),
+                    "{name:?}"
+                );
+                assert!(segment.len() <= 255, "{name:?}");
+                assert!(!is_windows_device_name(segment), "{name:?}");
+            }
+        }
+        let names = zip_names(&bytes);
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.eq_ignore_ascii_case("library.yaml"))
+                .count(),
+            1
+        );
+        let unique: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        assert_eq!(unique.len(), names.len());
+
+        // What is valid comes back with its exact title and folder.
+        let parsed = parse(&bytes, "").expect("import");
+        let expected: Vec<PortablePrompt> = lib
+            .prompts
+            .iter()
+            .filter(|p| !p.title.trim().is_empty() && p.title.chars().count() <= MAX_TITLE_CHARS)
+            .map(|p| {
+                let mut p = p.clone();
+                p.title = p.title.trim().to_owned();
+                p.folder = p.folder.as_deref().and_then(normalize_folder_path);
+                p
+            })
+            .collect();
+        assert_eq!(sorted(prompts_of(&parsed)), sorted(expected));
+        let expected_folders: Vec<String> = folders
+            .iter()
+            .filter_map(|f| normalize_folder_path(f))
+            .collect();
+        let got_folders: Vec<String> = parsed.folders.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(got_folders, expected_folders);
+        assert_eq!(refusals(&parsed).len(), 4);
+    }
+
+    #[test]
+    fn file_names_follow_the_documented_rule() {
+        let cases = [
+            ("Email reply", "Email reply"),
+            ("写作助手", "写作助手"),
+            ("हिन्दी सहायक", "हिन्दी सहायक"),
+            ("a/b", "a_b"),
+            ("../../etc/passwd", "_.._etc_passwd"),
+            ("What? Why: \"now\" <ok> | *", "What_ Why_ _now_ _ok_ _ _"),
+            ("x\0y", "x_y"),
+            ("\0", "_"),
+            ("", "untitled"),
+            ("...", "untitled"),
+            (" .env file ", "env file"),
+            ("tab\there\r\nand\u{3000}more", "tab here and more"),
+            ("CON", "_CON"),
+            ("con.txt", "_con.txt"),
+            ("COM1", "_COM1"),
+            ("Lpt9", "_Lpt9"),
+            ("COM10", "COM10"),
+            ("CONSOLE", "CONSOLE"),
+            ("rtl\u{202E}txt.exe", "rtl_txt.exe"),
+            ("Plan (v2) & notes, [draft]!", "Plan (v2) & notes, [draft]!"),
+        ];
+        for (title, expected) in cases {
+            assert_eq!(safe_name(title, "untitled"), expected, "{title:?}");
+        }
+        assert_eq!(
+            safe_name(&"A".repeat(300), "untitled").len(),
+            MAX_NAME_BYTES
+        );
+        assert_eq!(safe_name(&"写".repeat(300), "untitled").chars().count(), 50);
+        assert_eq!(
+            safe_name(&format!("{}.....", "b".repeat(148)), "x"),
+            "b".repeat(148)
+        );
+
+        let mut names = DirNames::default();
+        assert_eq!(names.claim("Note", ".md"), "Note.md");
+        assert_eq!(names.claim("note", ".md"), "note (2).md");
+        assert_eq!(names.claim("Note (3)", ".md"), "Note (3).md");
+        assert_eq!(names.claim("NOTE", ".md"), "NOTE (4).md");
+    }
+
+    // --- Kotlin ------------------------------------------------------------
+
+    const KOTLIN_PROMPTS: &str = r#"[
+        {"id": "6634f1a2b3c4d5e6f7a8b9c0", "userId": "6634f0000000000000000001",
+         "title": "Code review", "content": "Review this code: {{code}}",
+         "description": null, "tags": ["dev", "review"], "category": "Engineering",
+         "categoryId": "6634f0000000000000000009", "isPublic": true, "isFavorite": true,
+         "usageCount": 7, "folderId": "6634f0000000000000000005", "status": "ACTIVE",
+         "lastUsedAt": "2024-05-03T08:00:00", "createdAt": "2024-05-01T10:20:30",
+         "updatedAt": "2024-05-02T11:22:33.123"},
+        {"id": "6634f1a2b3c4d5e6f7a8b9c1", "userId": "6634f0000000000000000001",
+         "title": "旧的提示", "content": "内容", "description": "描述", "tags": [],
+         "category": null, "categoryId": null, "isPublic": false, "isFavorite": false,
+         "usageCount": 0, "folderId": null, "status": "ARCHIVED", "lastUsedAt": null,
+         "createdAt": "2024-01-01T00:00:00Z", "updatedAt": [2024, 1, 2, 3, 4, 5, 6000000]},
+        {"id": "6634f1a2b3c4d5e6f7a8b9c2", "userId": "6634f0000000000000000001",
+         "title": "Gone", "content": "x", "isPublic": false, "status": "DELETED"}
+    ]"#;
+
+    fn check_kotlin(parsed: &Parsed) {
+        assert_eq!(parsed.source, Source::KotlinJson);
+        assert!(parsed.folders.is_empty());
+        let mut review = prompt("Code review", "Review this code: {{code}}", None);
+        review.id = Some("6634f1a2b3c4d5e6f7a8b9c0".to_owned());
+        review.tags = vec!["dev".to_owned(), "review".to_owned()];
+        review.category = Some("Engineering".to_owned());
+        review.visibility = "public".to_owned();
+        review.favorite = true;
+        review.usage_count = 7;
+        review.created_at = Some(at("2024-05-01T10:20:30Z"));
+        review.updated_at = Some(at("2024-05-02T11:22:33.123Z"));
+        let mut old = prompt("旧的提示", "内容", None);
+        old.id = Some("6634f1a2b3c4d5e6f7a8b9c1".to_owned());
+        old.description = Some("描述".to_owned());
+        old.status = "archived".to_owned();
+        old.created_at = Some(at("2024-01-01T00:00:00Z"));
+        old.updated_at = Some(at("2024-01-02T03:04:05.006Z"));
+        assert_eq!(prompts_of(parsed), vec![review, old]);
+        let refused = refusals(parsed);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, 2);
+        assert_eq!(refused[0].1.as_deref(), Some("Gone"));
+        assert!(
+            refused[0].2.contains("deleted in the source"),
+            "{}",
+            refused[0].2
+        );
+    }
+
+    #[test]
+    fn kotlin_bare_array() {
+        check_kotlin(&parse(KOTLIN_PROMPTS.as_bytes(), "application/json").expect("import"));
+        check_kotlin(&parse(KOTLIN_PROMPTS.as_bytes(), "").expect("import"));
+    }
+
+    #[test]
+    fn kotlin_success_data_list() {
+        let json = format!(r#"{{"success": true, "message": "OK", "data": {KOTLIN_PROMPTS}}}"#);
+        check_kotlin(&parse(json.as_bytes(), "application/json").expect("import"));
+    }
+
+    #[test]
+    fn kotlin_success_data_page() {
+        let json = format!(
+            r#"{{"success": true, "data": {{"content": {KOTLIN_PROMPTS},
+                "pageable": {{"pageNumber": 0, "pageSize": 20, "sort": {{"sorted": false}}}},
+                "totalElements": 3, "totalPages": 1, "last": true, "first": true,
+                "size": 20, "number": 0, "numberOfElements": 3, "empty": false}}}}"#
+        );
+        check_kotlin(&parse(json.as_bytes(), "").expect("import"));
+    }
+
+    #[test]
+    fn kotlin_prompts_wrapper() {
+        let json = format!(r#"{{"prompts": {KOTLIN_PROMPTS}}}"#);
+        check_kotlin(&parse(json.as_bytes(), "application/json").expect("import"));
+    }
+
+    #[test]
+    fn kotlin_error_response_is_not_a_library() {
+        let json = br#"{"success": false, "message": "Unauthorized", "data": null}"#;
+        let err = parse(json, "application/json").expect_err("refused");
+        assert!(matches!(err, ImportError::Unrecognized(ref m) if m.contains("Unauthorized")));
+    }
+
+    #[test]
+    fn bare_promptflow_arrays_and_single_prompts() {
+        let json = br#"[{"title": "A", "content": "a", "usage_count": 3}]"#;
+        let parsed = parse(json, "").expect("import");
+        assert_eq!(parsed.source, Source::PromptflowJson);
+        let mut a = prompt("A", "a", None);
+        a.usage_count = 3;
+        assert_eq!(prompts_of(&parsed), vec![a.clone()]);
+
+        let yaml = b"- title: A\n  content: a\n  usage_count: 3\n";
+        let parsed = parse(yaml, "").expect("import");
+        assert_eq!(parsed.source, Source::PromptflowYaml);
+        assert_eq!(prompts_of(&parsed), vec![a.clone()]);
+
+        let single = br#"{"title": "A", "content": "a", "usage_count": 3}"#;
+        assert_eq!(prompts_of(&parse(single, "").expect("import")), vec![a]);
+    }
+
+    // --- per-item validation ----------------------------------------------
+
+    #[test]
+    fn bad_items_are_refused_and_the_rest_import() {
+        let many_tags: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        let items = serde_json::json!([
+            "just a string",
+            {"content": "x"},
+            {"title": "   ", "content": "x"},
+            {"title": "a".repeat(201), "content": "x"},
+            {"title": "Empty", "content": ""},
+            {"title": "No content"},
+            {"title": "Long desc", "content": "x", "description": "d".repeat(2001)},
+            {"title": "Many tags", "content": "x", "tags": many_tags},
+            {"title": "Long tag", "content": "x", "tags": ["a".repeat(65)]},
+            {"title": "Ctl tag", "content": "x", "tags": ["a\u{7}b"]},
+            {"title": "Bad visibility", "content": "x", "visibility": "secret"},
+            {"title": "Bad status", "content": "x", "status": "gone"},
+            {"title": "Tags number", "content": "x", "tags": 5},
+            {"title": "Newer", "content": "x", "some_future_field": {"a": [1, 2]}, "rating": 5},
+            {"title": "Bad date", "content": "x", "created_at": "yesterday"},
+            {"title": 5, "content": "x"},
+            {"title": "Count", "content": "x", "usage_count": -1},
+            {"title": "Blank tag", "content": "x", "tags": ["  "]},
+            {"title": "Long content", "content": "c".repeat(100_001)},
+            null,
+            {"title": " Trimmed ", "content": "y", "tags": [" a ", "a", "b"], "description": " ",
+             "visibility": "PUBLIC", "status": "Archived", "folder": " Work / / Emails/ "},
+            {"title": "Two faults", "content": "", "favorite": "yes"},
+            {"title": "Max", "content": "m".repeat(100_000), "description": "d".repeat(2000),
+             "tags": (0..20).map(|i| format!("{i:0>64}")).collect::<Vec<_>>()},
+        ]);
+        let parsed = parse(items.to_string().as_bytes(), "application/json").expect("import");
+        assert_eq!(parsed.items.len(), 23);
+        let expect = [
+            (0, None, "not an object"),
+            (1, None, "title: required"),
+            (2, None, "title: must not be blank"),
+            (3, Some("a".repeat(200)), "title: too long (201 characters"),
+            (4, Some("Empty".to_owned()), "content: must not be empty"),
+            (5, Some("No content".to_owned()), "content: required"),
+            (6, Some("Long desc".to_owned()), "description: too long"),
+            (7, Some("Many tags".to_owned()), "tags: too many (21"),
+            (
+                8,
+                Some("Long tag".to_owned()),
+                "tags[0]: must be 1 to 64 characters",
+            ),
+            (
+                9,
+                Some("Ctl tag".to_owned()),
+                "tags[0]: must not contain control",
+            ),
+            (10, Some("Bad visibility".to_owned()), "visibility: must be"),
+            (
+                11,
+                Some("Bad status".to_owned()),
+                "status: must be active or archived",
+            ),
+            (12, Some("Tags number".to_owned()), "tags: expected a list"),
+            (
+                14,
+                Some("Bad date".to_owned()),
+                "created_at: expected a date-time",
+            ),
+            (15, None, "title: expected text, found a number"),
+            (
+                16,
+                Some("Count".to_owned()),
+                "usage_count: expected a whole number",
+            ),
+            (17, Some("Blank tag".to_owned()), "tags[0]: must be 1 to 64"),
+            (18, Some("Long content".to_owned()), "content: too long"),
+            (19, None, "item 19 is not an object"),
+            (
+                21,
+                Some("Two faults".to_owned()),
+                "content: must not be empty; favorite:",
+            ),
+        ];
+        let refused = refusals(&parsed);
+        assert_eq!(refused.len(), expect.len(), "{refused:#?}");
+        for ((index, title, error), (want_index, want_title, want_error)) in
+            refused.iter().zip(expect)
+        {
+            assert_eq!(*index, want_index);
+            assert_eq!(*title, want_title, "item {index}");
+            assert!(error.contains(want_error), "item {index}: {error}");
+        }
+        let ok = prompts_of(&parsed);
+        assert_eq!(ok.len(), 3);
+        assert_eq!(ok[0].title, "Newer");
+        let trimmed = &ok[1];
+        assert_eq!(trimmed.title, "Trimmed");
+        assert_eq!(trimmed.tags, ["a", "b"]);
+        assert_eq!(trimmed.description, None);
+        assert_eq!(trimmed.visibility, "public");
+        assert_eq!(trimmed.status, "archived");
+        assert_eq!(trimmed.folder.as_deref(), Some("Work/Emails"));
+        assert_eq!(ok[2].tags.len(), 20);
+    }
+
+    #[test]
+    fn yaml_scalars_are_text_where_text_is_expected() {
+        let yaml = b"- title: 2024\n  content: yes\n  tags: [1, true, x]\n  favorite: true\n";
+        let parsed = parse(yaml, "application/yaml").expect("import");
+        let got = prompts_of(&parsed);
+        assert_eq!(got.len(), 1, "{:?}", refusals(&parsed));
+        assert_eq!(got[0].title, "2024");
+        assert_eq!(got[0].content, "yes");
+        assert_eq!(got[0].tags, ["1", "true", "x"]);
+        assert!(got[0].favorite);
+    }
+
+    #[test]
+    fn dates_in_every_accepted_form() {
+        let cases = [
+            ("2024-05-01T10:20:30", "2024-05-01T10:20:30Z"),
+            ("2024-05-01T10:20:30.123", "2024-05-01T10:20:30.123Z"),
+            (
+                "2024-05-01T10:20:30.123456789",
+                "2024-05-01T10:20:30.123456789Z",
+            ),
+            ("2024-05-01T10:20:30+02:00", "2024-05-01T08:20:30Z"),
+            ("2024-05-01T10:20:30.5Z", "2024-05-01T10:20:30.5Z"),
+            ("2024-05-01 10:20:30", "2024-05-01T10:20:30Z"),
+            ("2024-05-01T10:20", "2024-05-01T10:20:00Z"),
+            ("2024-05-01", "2024-05-01T00:00:00Z"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_datetime(input), Some(at(expected)), "{input}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00",
+            "2024-05-01T25:00:00",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+        let parts = |v: serde_json::Value| datetime_from_parts(v.as_array().expect("array"));
+        assert_eq!(
+            parts(serde_json::json!([2024, 5, 1, 10, 20])),
+            Some(at("2024-05-01T10:20:00Z"))
+        );
+        assert_eq!(parts(serde_json::json!([2024, 5, 1])), None);
+        assert_eq!(parts(serde_json::json!([2024, 2, 30, 0, 0])), None);
+        assert_eq!(parts(serde_json::json!([2024, -1, 1, 0, 0])), None);
+    }
+
+    // --- whole-upload failures --------------------------------------------
+
+    #[test]
+    fn empty_and_garbage_uploads_are_errors() {
+        assert_eq!(parse(b"", ""), Err(ImportError::Empty));
+        assert_eq!(
+            parse(b"  \n\t", "application/json"),
+            Err(ImportError::Empty)
+        );
+        assert_eq!(parse(b"\xEF\xBB\xBF\n", ""), Err(ImportError::Empty));
+        assert_eq!(
+            parse(b"\x00\x01\xff\xfe binary", ""),
+            Err(ImportError::NotUtf8)
+        );
+        assert!(matches!(
+            parse(b"hello world", ""),
+            Err(ImportError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(b"42", ""),
+            Err(ImportError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(b"{not json", ""),
+            Err(ImportError::Syntax { format: "JSON", .. })
+        ));
+        assert!(matches!(
+            parse(b"a: [1, 2\nb: {", "text/yaml"),
+            Err(ImportError::Syntax { format: "YAML", .. })
+        ));
+        assert!(matches!(
+            parse(b"PK\x03\x04garbage", ""),
+            Err(ImportError::Zip(_))
+        ));
+        assert!(matches!(
+            parse(b"not a zip", "application/zip"),
+            Err(ImportError::Zip(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"format": "other-app", "prompts": []}"#, ""),
+            Err(ImportError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"format": "promptflow-library", "prompts": 5}"#, ""),
+            Err(ImportError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"name": "x"}"#, ""),
+            Err(ImportError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(b"a: 1\n---\nb: 2\n", "application/yaml"),
+            Err(_)
+        ));
+        // A BOM before JSON is fine.
+        let parsed = parse(b"\xEF\xBB\xBF[]", "").expect("empty list");
+        assert!(parsed.items.is_empty());
+    }
+
+    #[test]
+    fn too_many_items_is_an_error() {
+        let json = format!("[{}{{}}]", "{},".repeat(MAX_ITEMS));
+        assert_eq!(
+            parse(json.as_bytes(), ""),
+            Err(ImportError::TooManyItems {
+                what: "prompts",
+                found: MAX_ITEMS + 1,
+                limit: MAX_ITEMS,
+            })
+        );
+        let json = format!("[{}{{}}]", "{},".repeat(MAX_ITEMS - 1));
+        assert_eq!(
+            parse(json.as_bytes(), "")
+                .expect("at the limit")
+                .items
+                .len(),
+            MAX_ITEMS
+        );
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error() {
+        for depth in [40, 200, 100_000, 1_000_000] {
+            let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert!(matches!(
+                parse(json.as_bytes(), ""),
+                Err(ImportError::TooComplex(_))
+            ));
+            let open = "{\"a\":".repeat(depth);
+            assert!(parse(open.as_bytes(), "application/json").is_err());
+        }
+        // Nesting inside one item fails the document: it cannot be read at all.
+        let inner = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let json = format!(r#"[{{"title": "x", "content": "y", "extra": {inner}}}]"#);
+        assert!(matches!(
+            parse(json.as_bytes(), ""),
+            Err(ImportError::TooComplex(_))
+        ));
+        let inner = format!("{}{}", "[".repeat(20), "]".repeat(20));
+        let json = format!(r#"[{{"title": "x", "content": "y", "extra": {inner}}}]"#);
+        assert_eq!(
+            prompts_of(&parse(json.as_bytes(), "").expect("ok")).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_an_error() {
+        for depth in [40, 200, 100_000] {
+            let flow = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert!(parse(flow.as_bytes(), "application/yaml").is_err());
+        }
+        let block: String = (0..200)
+            .map(|i| format!("{}a:\n", "  ".repeat(i)))
+            .collect();
+        assert!(parse(block.as_bytes(), "application/yaml").is_err());
+    }
+
+    #[test]
+    fn yaml_alias_bomb_is_bounded() {
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let refs = vec![format!("*{}", pair[0]); 9].join(",");
+            bomb.push_str(&format!("{}: &{} [{refs}]\n", pair[1], pair[1]));
+        }
+        let started = Instant::now();
+        let err = parse(bomb.as_bytes(), "application/yaml").expect_err("bounded");
+        assert!(
+            matches!(err, ImportError::TooComplex(_) | ImportError::Syntax { .. }),
+            "{err:?}"
+        );
+        // The same as front matter refuses that one file; as a manifest it fails the zip.
+        let md = format!("---\n{bomb}title: x\n---\n\nbody");
+        let parsed = parse(md.as_bytes(), "text/markdown").expect("one item");
+        assert_eq!(refusals(&parsed).len(), 1);
+        let zip = zip_of(&[("library.yaml", bomb.as_bytes()), ("a.md", b"hi")]);
+        assert!(parse(&zip, "").is_err());
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        // Small, honest aliases still work.
+        let yaml = b"format: promptflow-library\nversion: 1\nexported_at: 2024-05-01T00:00:00Z\nprompts:\n  - title: A\n    content: x\n    tags: &t [shared, tags]\n  - title: B\n    content: y\n    tags: *t\n";
+        let parsed = parse(yaml, "").expect("aliases");
+        let got = prompts_of(&parsed);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].tags, ["shared", "tags"]);
+    }
+
+    #[test]
+    fn sniffing_and_declared_types() {
+        let sniffed = |bytes: &[u8], ct: &str| detect(bytes, bytes, ct);
+        assert_eq!(sniffed(b"PK\x03\x04", "application/json"), Kind::Zip);
+        assert_eq!(sniffed(b"PK\x05\x06", ""), Kind::Zip);
+        assert_eq!(sniffed(b"  {", ""), Kind::Json);
+        assert_eq!(sniffed(b"\n[", "text/plain"), Kind::Json);
+        assert_eq!(sniffed(b"---\ntitle: x\n---\nbody", ""), Kind::Markdown);
+        assert_eq!(sniffed(b"---\nformat: x\n", ""), Kind::Yaml);
+        assert_eq!(
+            sniffed(b"format: x", "application/octet-stream"),
+            Kind::Yaml
+        );
+        assert_eq!(sniffed(b"x", "Application/JSON; charset=utf-8"), Kind::Json);
+        assert_eq!(sniffed(b"x", "application/vnd.promptflow+json"), Kind::Json);
+        assert_eq!(sniffed(b"{", "application/x-yaml"), Kind::Yaml);
+        assert_eq!(sniffed(b"x", "text/markdown"), Kind::Markdown);
+        assert_eq!(sniffed(b"x", "application/x-zip-compressed"), Kind::Zip);
+    }
+
+    // --- Markdown ----------------------------------------------------------
+
+    #[test]
+    fn single_markdown_files() {
+        let md = b"---\ntitle: Hello\ntags: [a, b]\nfolder: Work/Notes\n---\n\nBody\n";
+        let parsed = parse(md, "").expect("import");
+        assert_eq!(parsed.source, Source::Markdown);
+        let mut hello = prompt("Hello", "Body\n", Some("Work/Notes"));
+        hello.tags = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(prompts_of(&parsed), vec![hello]);
+
+        let parsed = parse(b"# My heading\n\nText", "text/markdown").expect("import");
+        assert_eq!(
+            prompts_of(&parsed),
+            vec![prompt("My heading", "# My heading\n\nText", None)]
+        );
+
+        let parsed = parse(b"Plain text", "text/markdown").expect("import");
+        assert!(refusals(&parsed)[0].2.contains("title: required"));
+
+        let parsed = parse(b"---\r\ntitle: Win\r\n---\r\n\r\nLine1\r\nLine2", "").expect("crlf");
+        assert_eq!(
+            prompts_of(&parsed),
+            vec![prompt("Win", "Line1\r\nLine2", None)]
+        );
+
+        let parsed = parse(b"---\ntitle: T\n---\nBody", "").expect("no blank line");
+        assert_eq!(prompts_of(&parsed), vec![prompt("T", "Body", None)]);
+
+        let parsed = parse(b"---\ntitle: T\n---\n\n\n---\nrule", "").expect("leading newline");
+        assert_eq!(prompts_of(&parsed), vec![prompt("T", "\n---\nrule", None)]);
+
+        let parsed = parse(b"---\n- a\n---\nBody", "text/markdown").expect("one item");
+        assert!(
+            refusals(&parsed)[0]
+                .2
+                .contains("front matter: expected a mapping")
+        );
+
+        let parsed = parse(b"---\ntitle: [\n---\nBody", "text/markdown").expect("one item");
+        assert!(refusals(&parsed)[0].2.starts_with("front matter:"));
+
+        assert_eq!(
+            parse(b"---\n---\n", "text/markdown")
+                .expect("x")
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            split_front_matter("---\ntitle: x\n---"),
+            Some(("title: x\n", ""))
+        );
+        assert_eq!(split_front_matter("---x\n---\n"), None);
+        assert_eq!(split_front_matter("---\nno end"), None);
+    }
+
+    // --- zips ----------------------------------------------------------------
+
+    #[test]
+    fn hand_made_zip_without_manifest() {
+        let zip = zip_of(&[
+            ("Notes/Hello.md", b"Hi there"),
+            (
+                "Notes/Sub/Tagged.markdown",
+                b"---\ntags: [x]\nfolder: Ignored\n---\n\nBody",
+            ),
+            (".DS_Store", b"\x00\x01"),
+            ("__MACOSX/Notes/._Hello.md", b"\x00\x05\x16\x07"),
+            ("Notes/.hidden.md", b"secret"),
+            ("Notes/picture.png", b"\x89PNG"),
+        ]);
+        let parsed = parse(&zip, "application/zip").expect("import");
+        assert!(parsed.folders.is_empty());
+        let mut tagged = prompt("Tagged", "Body", Some("Notes/Sub"));
+        tagged.tags = vec!["x".to_owned()];
+        assert_eq!(
+            prompts_of(&parsed),
+            vec![prompt("Hello", "Hi there", Some("Notes")), tagged]
+        );
+    }
+
+    #[test]
+    fn zip_of_the_folder_itself_strips_the_top_directory() {
+        let lib = sample();
+        let inner = to_markdown_zip(&lib).expect("export");
+        let mut archive = ZipArchive::new(Cursor::new(inner.as_slice())).expect("zip");
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..archive.len() {
+            let mut file = archive.by_index(i).expect("entry");
+            let name = format!("My Library/{}", file.name().expect("name"));
+            if file.is_dir() {
+                continue;
+            }
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).expect("read");
+            zip.start_file(name, SimpleFileOptions::default())
+                .expect("start");
+            zip.write_all(&data).expect("write");
+        }
+        let bytes = zip.finish().expect("finish").into_inner();
+        let parsed = parse(&bytes, "").expect("import");
+        assert_eq!(parsed.folders, lib.folders);
+        assert_eq!(sorted(prompts_of(&parsed)), sorted(lib.prompts));
+    }
+
+    #[test]
+    fn zip_entries_escaping_the_archive_are_refused() {
+        let mut zip = zip_of(&[
+            ("zz/evil.md", b"---\ntitle: Evil\n---\n\nx"),
+            ("qabs.md", b"abs"),
+            ("a/zz/zz/x.md", b"x"),
+            ("Cq/drive.md", b"d"),
+            ("good.md", b"fine"),
+            ("zz/notes.txt", b"ignored"),
+        ]);
+        replace_all(&mut zip, b"zz/evil.md", b"../evil.md");
+        replace_all(&mut zip, b"qabs.md", b"/abs.md");
+        replace_all(&mut zip, b"a/zz/zz/x.md", b"a/../../x.md");
+        replace_all(&mut zip, b"Cq/drive.md", b"C:/drive.md");
+        replace_all(&mut zip, b"zz/notes.txt", b"../notes.txt");
+        assert!(zip_names(&zip).contains(&"../evil.md".to_owned()));
+
+        let parsed = parse(&zip, "").expect("import");
+        assert_eq!(prompts_of(&parsed), vec![prompt("good", "fine", None)]);
+        let refused = refusals(&parsed);
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(refused[0].0, 0);
+        assert_eq!(refused[0].1.as_deref(), Some("evil"));
+        for (_, _, error) in &refused {
+            assert!(error.contains("unsafe path"), "{error}");
+        }
+        assert_eq!(
+            safe_parts("a/./b//c.md"),
+            Some(vec!["a".into(), "b".into(), "c.md".into()])
+        );
+        assert_eq!(safe_parts("a\\..\\..\\c.md"), None);
+        assert_eq!(safe_parts("x\0.md"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_file_in_a_zip_is_refused_alone() {
+        let zip = zip_of(&[
+            ("bad.md", b"---\ntitle: Bad\n---\n\n\xff\xfe oops"),
+            ("good.md", b"---\ntitle: Good\n---\n\nfine"),
+            ("empty.md", b"---\ntitle: Empty\n---\n\n"),
+        ]);
+        let parsed = parse(&zip, "").expect("import");
+        assert_eq!(prompts_of(&parsed), vec![prompt("Good", "fine", None)]);
+        let refused = refusals(&parsed);
+        assert_eq!(refused.len(), 2);
+        assert_eq!(
+            refused[0],
+            (
+                0,
+                Some("bad".to_owned()),
+                "bad.md: not UTF-8 text".to_owned()
+            )
+        );
+        assert_eq!(refused[1].0, 2);
+        assert_eq!(refused[1].1.as_deref(), Some("Empty"));
+        assert!(
+            refused[1]
+                .2
+                .starts_with("empty.md: content: must not be empty")
+        );
+    }
+
+    #[test]
+    fn bad_manifest_fails_the_zip() {
+        let zip = zip_of(&[("library.yaml", b"format: [\n"), ("a.md", b"x")]);
+        assert!(matches!(parse(&zip, ""), Err(ImportError::Manifest(_))));
+        let zip = zip_of(&[("library.yaml", b"format: other\n"), ("a.md", b"x")]);
+        assert!(matches!(parse(&zip, ""), Err(ImportError::Manifest(_))));
+        let zip = zip_of(&[(
+            "library.yaml",
+            b"folders: [{path: A, color: 5}, {nopath: 1}, 7]\n",
+        )]);
+        let parsed = parse(&zip, "").expect("lenient folders");
+        assert_eq!(parsed.folders, vec![folder("A", 0)]);
+    }
+
+    fn compressed_zip(entries: usize, bytes_each: usize) -> Vec<u8> {
+        let options = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Deflated)
+            .compression_level(Some(1));
+        let chunk = vec![b'a'; 1024 * 1024];
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        zip.start_file("bomb0.md", options).expect("start");
+        let mut left = bytes_each;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            zip.write_all(&chunk[..n]).expect("write");
+            left -= n;
+        }
+        // Copies reuse the compressed bytes, so many big entries cost one compression.
+        for i in 1..entries {
+            zip.deep_copy_file("bomb0.md", &format!("bomb{i}.md"))
+                .expect("copy");
+        }
+        zip.finish().expect("finish").into_inner()
+    }
+
+    /// A raw deflate stream of `1 + 258 * matches` bytes of 'a', built by hand (one
+    /// fixed-Huffman block: a literal, then length-258/distance-1 matches), because
+    /// compressing 100 MiB in a debug build takes many seconds.
+    fn deflate_of_a(matches: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u64, 0u32);
+        let mut put = |value: u64, len: u32, out: &mut Vec<u8>| {
+            acc |= value << bits;
+            bits += len;
+            while bits >= 8 {
+                out.push(u8::try_from(acc & 0xFF).expect("byte"));
+                acc >>= 8;
+                bits -= 8;
+            }
+        };
+        // Huffman codes go most significant bit first.
+        let code = |value: u64, len: u32| {
+            (0..len).fold(0, |r, i| r | (((value >> i) & 1) << (len - 1 - i)))
+        };
+        put(0b011, 3, &mut out); // BFINAL = 1, BTYPE = 01 (fixed)
+        put(code(0x30 + u64::from(b'a'), 8), 8, &mut out);
+        for _ in 0..matches {
+            put(code(0b1100_0101, 8), 8, &mut out); // length code 285: 258 bytes
+            put(0, 5, &mut out); // distance code 0: distance 1
+        }
+        put(0, 7, &mut out); // end of block
+        put(0, 7, &mut out); // flush the last byte
+        out
+    }
+
+    /// A one-entry zip around raw deflate data, headers written by hand.
+    fn zip_around(name: &str, deflated: &[u8], size: u32) -> Vec<u8> {
+        let csize = u32::try_from(deflated.len()).expect("small");
+        let name_len = u16::try_from(name.len()).expect("short");
+        let mut zip = Vec::new();
+        let common = |zip: &mut Vec<u8>| {
+            for half in [20u16, 0, 8, 0, 0x21] {
+                zip.extend_from_slice(&half.to_le_bytes()); // version, flags, method, time, date
+            }
+            for word in [0u32, csize, size] {
+                zip.extend_from_slice(&word.to_le_bytes()); // crc, sizes
+            }
+            zip.extend_from_slice(&name_len.to_le_bytes());
+            zip.extend_from_slice(&0u16.to_le_bytes()); // extra
+        };
+        zip.extend_from_slice(b"PK\x03\x04");
+        common(&mut zip);
+        zip.extend_from_slice(name.as_bytes());
+        zip.extend_from_slice(deflated);
+        let cd_start = u32::try_from(zip.len()).expect("small");
+        zip.extend_from_slice(b"PK\x01\x02");
+        zip.extend_from_slice(&20u16.to_le_bytes()); // made by
+        common(&mut zip);
+        zip.extend_from_slice(&[0; 14]); // comment, disk, attributes, local header at 0
+        zip.extend_from_slice(name.as_bytes());
+        let cd_size = u32::try_from(zip.len()).expect("small") - cd_start;
+        zip.extend_from_slice(b"PK\x05\x06");
+        zip.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+        zip.extend_from_slice(&cd_size.to_le_bytes());
+        zip.extend_from_slice(&cd_start.to_le_bytes());
+        zip.extend_from_slice(&[0, 0]);
+        zip
+    }
+
+    #[test]
+    fn zip_bomb_is_an_error() {
+        let matches = 100 * 1024 * 1024 / 258;
+        let size = 1 + 258 * matches;
+        let bomb = zip_around(
+            "bomb.md",
+            &deflate_of_a(matches),
+            u32::try_from(size).expect("fits"),
+        );
+        assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+        let mut archive = ZipArchive::new(Cursor::new(bomb.as_slice())).expect("zip");
+        let mut head = vec![0; 1000];
+        archive
+            .by_index(0)
+            .expect("entry")
+            .read_exact(&mut head)
+            .expect("inflates");
+        assert!(head.iter().all(|b| *b == b'a'));
+        assert_eq!(
+            parse(&bomb, "application/zip"),
+            Err(ImportError::TooLarge {
+                limit: MAX_UNZIPPED_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn unpacked_bytes_are_counted_while_reading() {
+        let zip = compressed_zip(2, 1024 * 1024);
+        let mut archive = ZipArchive::new(Cursor::new(zip.as_slice())).expect("zip");
+        let mut budget = 1536 * 1024;
+        let first = read_entry(&mut archive, 0, &mut budget).expect("within budget");
+        assert_eq!(first.map(|d| d.len()), Ok(1024 * 1024));
+        assert_eq!(budget, 512 * 1024);
+        assert!(matches!(
+            read_entry(&mut archive, 1, &mut budget),
+            Err(ImportError::TooLarge { .. })
+        ));
+
+        // An entry past the per-file cap is refused alone, but all of it is counted.
+        let big = usize::try_from(MAX_ENTRY_BYTES).expect("fits") + 1024 * 1024;
+        let zip = compressed_zip(1, big);
+        let mut archive = ZipArchive::new(Cursor::new(zip.as_slice())).expect("zip");
+        let mut budget = MAX_UNZIPPED_BYTES;
+        let refused = read_entry(&mut archive, 0, &mut budget).expect("not a bomb");
+        assert!(refused.is_err_and(|e| e.starts_with("larger than")));
+        assert_eq!(
+            budget,
+            MAX_UNZIPPED_BYTES - u64::try_from(big).expect("fits")
+        );
+        let mut budget = MAX_ENTRY_BYTES + 10;
+        assert!(matches!(
+            read_entry(&mut archive, 0, &mut budget),
+            Err(ImportError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn zip_bomb_with_lying_sizes_is_refused() {
+        // Nine 9 MiB entries whose headers claim 100 bytes each.
+        let mut bomb = compressed_zip(9, 9 * 1024 * 1024);
+        let real = u32::try_from(9 * 1024 * 1024).expect("fits").to_le_bytes();
+        let mut patched = 0;
+        for i in 0..bomb.len().saturating_sub(30) {
+            let offset = match &bomb[i..i + 4] {
+                b"PK\x03\x04" => 22,
+                b"PK\x01\x02" => 24,
+                _ => continue,
+            };
+            if bomb[i + offset..i + offset + 4] == real {
+                bomb[i + offset..i + offset + 4].copy_from_slice(&100u32.to_le_bytes());
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 18);
+        match parse(&bomb, "") {
+            Err(ImportError::TooLarge { .. }) => {}
+            Ok(parsed) => {
+                assert!(prompts_of(&parsed).is_empty());
+                assert_eq!(refusals(&parsed).len(), 9);
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupted_zips_never_panic() {
+        let bytes = to_markdown_zip(&sample()).expect("export");
+        let step = (bytes.len() / 300).max(1);
+        for cut in (0..bytes.len())
+            .step_by(step)
+            .chain(bytes.len() - 30..bytes.len())
+        {
+            let _ = parse(&bytes[..cut], "application/zip");
+            let _ = parse(&bytes[..cut], "");
+        }
+        for at in (0..bytes.len()).step_by(step) {
+            let mut broken = bytes.clone();
+            broken[at] ^= 0x5A;
+            let _ = parse(&broken, "");
+        }
+        assert!(matches!(
+            parse(&bytes[..bytes.len() / 2], ""),
+            Err(ImportError::Zip(_))
+        ));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let lib = sample();
+        let samples = [
+            to_json(&lib).expect("json"),
+            to_yaml(&lib).expect("yaml"),
+            markdown_file(&lib.prompts[0]).expect("md").into_bytes(),
+        ];
+        let types = [
+            "",
+            "application/json",
+            "application/yaml",
+            "text/markdown",
+            "application/zip",
+        ];
+        for round in 0..600 {
+            let mut bytes = samples[round % samples.len()].clone();
+            for _ in 0..(next() % 8) {
+                let len = bytes.len().max(1);
+                let at = usize::try_from(next()).unwrap_or(0) % len;
+                match next() % 3 {
+                    0 if at < bytes.len() => bytes[at] = u8::try_from(next() % 256).unwrap_or(0),
+                    1 => bytes.truncate(at),
+                    _ => {
+                        let noise = b"{[:-*&!\"'\n#";
+                        bytes.insert(at.min(bytes.len()), noise[at % noise.len()]);
+                    }
+                }
+            }
+            let _ = parse(&bytes, types[round % types.len()]);
+            let noise: Vec<u8> = (0..next() % 64)
+                .map(|_| u8::try_from(next() % 256).unwrap_or(0))
+                .collect();
+            let _ = parse(&noise, types[round % types.len()]);
+        }
     }
 }

@@ -50,7 +50,9 @@ pub fn content(s: &str, max: usize) -> Result<(), String> {
     if chars(s) > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
         return Err("may not contain control characters other than tabs and newlines".into());
     }
     Ok(())
@@ -60,7 +62,9 @@ pub fn description(s: &str) -> Result<(), String> {
     if chars(s) > DESCRIPTION_MAX {
         return Err(format!("must be at most {DESCRIPTION_MAX} characters"));
     }
-    if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
         return Err("may not contain control characters other than tabs and newlines".into());
     }
     Ok(())

@@ -41,7 +41,9 @@ impl Caller {
         if self.claims.has_scope(scope) {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("this needs the `{scope}` scope")))
+            Err(Problem::forbidden(format!(
+                "this needs the `{scope}` scope"
+            )))
         }
     }
 

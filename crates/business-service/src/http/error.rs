@@ -41,30 +41,24 @@ impl From<WriteError> for Error {
         match e {
             WriteError::NotFound => Problem::not_found("no such resource").into(),
             WriteError::Stale(current) => stale(current).into(),
-            WriteError::SlugTaken => Problem::new(
-                StatusCode::CONFLICT,
-                "slug-taken",
-                "The slug is taken",
-            )
-            .detail("another of your prompts (perhaps one in the trash) has this slug")
-            .into(),
+            WriteError::SlugTaken => {
+                Problem::new(StatusCode::CONFLICT, "slug-taken", "The slug is taken")
+                    .detail("another of your prompts (perhaps one in the trash) has this slug")
+                    .into()
+            }
             WriteError::UnknownFolder => {
                 Problem::invalid_field("folder_id", "no folder of yours has this id").into()
             }
-            WriteError::NameTaken => Problem::new(
-                StatusCode::CONFLICT,
-                "name-taken",
-                "The name is taken",
-            )
-            .detail("another item here already has this name")
-            .into(),
-            WriteError::Refused(why) => Problem::new(
-                StatusCode::CONFLICT,
-                "refused",
-                "The change was refused",
-            )
-            .detail(why)
-            .into(),
+            WriteError::NameTaken => {
+                Problem::new(StatusCode::CONFLICT, "name-taken", "The name is taken")
+                    .detail("another item here already has this name")
+                    .into()
+            }
+            WriteError::Refused(why) => {
+                Problem::new(StatusCode::CONFLICT, "refused", "The change was refused")
+                    .detail(why)
+                    .into()
+            }
             WriteError::Db(e) => Error::Db(e),
         }
     }
@@ -76,7 +70,9 @@ pub fn stale(current: i64) -> Problem {
         "stale-version",
         "The prompt changed since you read it",
     )
-    .detail("the If-Match ETag is not the current one; read the prompt again and reapply your change")
+    .detail(
+        "the If-Match ETag is not the current one; read the prompt again and reapply your change",
+    )
     .with("current_etag", super::views::etag(current))
 }
 

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use platform::FieldError;
 use platform::Problem;
 use platform::extract::{Json, Path, Query};
-use platform::FieldError;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -52,7 +52,11 @@ fn tree(flat: Vec<FolderView>) -> Vec<FolderView> {
     for f in flat {
         children.entry(f.parent_id).or_default().push(f);
     }
-    fn build(parent: Option<Uuid>, children: &mut HashMap<Option<Uuid>, Vec<FolderView>>, depth: usize) -> Vec<FolderView> {
+    fn build(
+        parent: Option<Uuid>,
+        children: &mut HashMap<Option<Uuid>, Vec<FolderView>>,
+        depth: usize,
+    ) -> Vec<FolderView> {
         let mut level = children.remove(&parent).unwrap_or_default();
         if depth > crate::storage::folders::MAX_DEPTH {
             return level;
@@ -128,13 +132,22 @@ pub async fn create(
     }
     let folder = state
         .store
-        .create_folder(caller.user_id()?, &name, body.parent_id, body.position, body.color, body.icon)
+        .create_folder(
+            caller.user_id()?,
+            &name,
+            body.parent_id,
+            body.position,
+            body.color,
+            body.icon,
+        )
         .await
         .map_err(parent_error)?;
     Ok((StatusCode::CREATED, Json(FolderView::from(folder))).into_response())
 }
 
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -223,9 +236,16 @@ pub async fn remove(
         None | Some("refuse") => OnDelete::Refuse,
         Some("move_to_parent") => OnDelete::MoveToParent,
         Some(_) => {
-            return Err(Problem::invalid_field("prompts", "must be move_to_parent or refuse").into());
+            return Err(
+                Problem::invalid_field("prompts", "must be move_to_parent or refuse").into(),
+            );
         }
     };
-    let (prompts, folders) = state.store.delete_folder(caller.user_id()?, id, mode).await?;
-    Ok(Json(json!({ "prompts_moved": prompts, "folders_moved": folders })))
+    let (prompts, folders) = state
+        .store
+        .delete_folder(caller.user_id()?, id, mode)
+        .await?;
+    Ok(Json(
+        json!({ "prompts_moved": prompts, "folders_moved": folders }),
+    ))
 }

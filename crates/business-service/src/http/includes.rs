@@ -42,12 +42,8 @@ pub async fn resolve(
 ) -> Result<Resolved> {
     let mut resolved = Resolved::default();
     // (refs to follow, the library their slugs name, depth, the ids on the way here)
-    let mut stack: Vec<(Vec<String>, Uuid, usize, Vec<Uuid>)> = vec![(
-        template.includes(),
-        owner,
-        0,
-        root.into_iter().collect(),
-    )];
+    let mut stack: Vec<(Vec<String>, Uuid, usize, Vec<Uuid>)> =
+        vec![(template.includes(), owner, 0, root.into_iter().collect())];
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut visits = 0usize;
     while let Some((refs, owner, depth, path)) = stack.pop() {
@@ -61,7 +57,9 @@ pub async fn resolve(
                 return Err(bad_template(format!("include cycle: {}", chain.join(" -> "))).into());
             }
             if depth + 1 > MAX_INCLUDE_DEPTH {
-                return Err(bad_template(format!("includes nest deeper than {MAX_INCLUDE_DEPTH}")).into());
+                return Err(
+                    bad_template(format!("includes nest deeper than {MAX_INCLUDE_DEPTH}")).into(),
+                );
             }
             resolved
                 .sources
@@ -72,10 +70,14 @@ pub async fn resolve(
             seen.insert(prompt.id);
             visits += 1;
             if seen.len() > MAX_INCLUDED || visits > MAX_VISITS {
-                return Err(bad_template(format!("more than {MAX_INCLUDED} prompts are included")).into());
+                return Err(
+                    bad_template(format!("more than {MAX_INCLUDED} prompts are included")).into(),
+                );
             }
             let inner = template::parse(&prompt.content).map_err(|e| {
-                bad_template(format!("included prompt `{r}` is not a valid template: {e}"))
+                bad_template(format!(
+                    "included prompt `{r}` is not a valid template: {e}"
+                ))
             })?;
             let mut next_path = path.clone();
             next_path.push(prompt.id);

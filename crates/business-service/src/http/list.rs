@@ -61,7 +61,11 @@ fn time(field: &str, v: &str) -> Result<DateTime<Utc>, Problem> {
         .map_err(|_| bad(field, "must be an RFC 3339 time, like 2026-01-31T12:00:00Z"))
 }
 
-fn enum_value<T: serde::de::DeserializeOwned>(field: &str, v: &str, allowed: &str) -> Result<T, Problem> {
+fn enum_value<T: serde::de::DeserializeOwned>(
+    field: &str,
+    v: &str,
+    allowed: &str,
+) -> Result<T, Problem> {
     serde_json::from_value(serde_json::Value::String(v.to_owned()))
         .map_err(|_| bad(field, &format!("must be one of {allowed}")))
 }
@@ -77,7 +81,10 @@ impl ListParams {
             match k.as_ref() {
                 "q" | "search" => {
                     if v.chars().count() > QUERY_MAX_CHARS {
-                        return Err(bad("q", &format!("must be at most {QUERY_MAX_CHARS} characters")));
+                        return Err(bad(
+                            "q",
+                            &format!("must be at most {QUERY_MAX_CHARS} characters"),
+                        ));
                     }
                     p.q = Some(v.to_owned()).filter(|s| !s.is_empty());
                 }
@@ -94,7 +101,8 @@ impl ListParams {
                         FolderFilter::None
                     } else {
                         FolderFilter::In(
-                            Uuid::parse_str(v).map_err(|_| bad("folder", "must be a folder id or `none`"))?,
+                            Uuid::parse_str(v)
+                                .map_err(|_| bad("folder", "must be a folder id or `none`"))?,
                         )
                     })
                 }
@@ -111,16 +119,26 @@ impl ListParams {
                         .map_err(|e| bad("visibility", &e))?;
                     p.visibility = Some(v.to_owned());
                 }
-                "owner" => p.owner = Some(Uuid::parse_str(v).map_err(|_| bad("owner", "must be a user id"))?),
+                "owner" => {
+                    p.owner =
+                        Some(Uuid::parse_str(v).map_err(|_| bad("owner", "must be a user id"))?)
+                }
                 "userId" | "user_id" => {
-                    p.user_id = Some(Uuid::parse_str(v).map_err(|_| bad("userId", "must be a user id"))?)
+                    p.user_id =
+                        Some(Uuid::parse_str(v).map_err(|_| bad("userId", "must be a user id"))?)
                 }
                 "status" => p.status = enum_value("status", v, "active, archived, deleted, all")?,
                 "updated_after" => p.updated_after = Some(time("updated_after", v)?),
                 "updated_before" => p.updated_before = Some(time("updated_before", v)?),
                 "created_after" => p.created_after = Some(time("created_after", v)?),
                 "created_before" => p.created_before = Some(time("created_before", v)?),
-                "sort" => p.sort = Some(enum_value("sort", v, "relevance, updated, created, title, usage")?),
+                "sort" => {
+                    p.sort = Some(enum_value(
+                        "sort",
+                        v,
+                        "relevance, updated, created, title, usage",
+                    )?)
+                }
                 "order" => p.order = Some(enum_value("order", v, "asc, desc")?),
                 "cursor" => p.cursor = Some(v.to_owned()).filter(|s| !s.is_empty()),
                 "limit" | "size" => {
@@ -148,7 +166,9 @@ impl ListParams {
             if caller.user == Some(uid) || caller.reads_all() {
                 return Ok(Scope::Owner(uid));
             }
-            return Err(Problem::forbidden("only administrators list other users' prompts by userId"));
+            return Err(Problem::forbidden(
+                "only administrators list other users' prompts by userId",
+            ));
         }
         if let Some(owner) = self.owner {
             if caller.user == Some(owner) || caller.reads_all() {
@@ -164,10 +184,12 @@ impl ListParams {
         {
             return Ok(Scope::Favorites(me));
         }
-        caller
-            .user
-            .map(Scope::Owner)
-            .ok_or_else(|| Problem::invalid_field("userId", "a service account must say whose prompts it lists"))
+        caller.user.map(Scope::Owner).ok_or_else(|| {
+            Problem::invalid_field(
+                "userId",
+                "a service account must say whose prompts it lists",
+            )
+        })
     }
 
     pub fn filter(&self, caller: &Caller) -> Filter {
@@ -199,11 +221,17 @@ pub async fn list_prompts(
         return Err(Problem::forbidden("the trash is its owner's").into());
     }
     let filter = params.filter(&caller);
-    let query = params.q.as_deref().map(search_text::parse_query).unwrap_or_default();
+    let query = params
+        .q
+        .as_deref()
+        .map(search_text::parse_query)
+        .unwrap_or_default();
     let searching = !query.is_empty();
-    let sort = params
-        .sort
-        .unwrap_or(if searching { Sort::Relevance } else { Sort::Updated });
+    let sort = params.sort.unwrap_or(if searching {
+        Sort::Relevance
+    } else {
+        Sort::Updated
+    });
     if sort == Sort::Relevance && !searching {
         return Err(Problem::invalid_field("sort", "relevance needs a text query `q`").into());
     }
@@ -348,7 +376,9 @@ async fn views(
     Ok(records
         .into_iter()
         .map(|r| {
-            let snippet = (!query.is_empty()).then(|| best_snippet(&r, query)).flatten();
+            let snippet = (!query.is_empty())
+                .then(|| best_snippet(&r, query))
+                .flatten();
             let id = r.prompt.id;
             let mut view = PromptView::new(r, favorites.contains(&id));
             view.score = scores.get(&id).copied();

@@ -54,7 +54,10 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/api/business/prompts/{id}/restore", post(prompts::restore))
         .route("/api/business/prompts/{id}/archive", post(prompts::archive))
-        .route("/api/business/prompts/{id}/unarchive", post(prompts::unarchive))
+        .route(
+            "/api/business/prompts/{id}/unarchive",
+            post(prompts::unarchive),
+        )
         .route(
             "/api/business/prompts/{id}/favorite",
             post(prompts::favorite).delete(prompts::unfavorite),
@@ -62,7 +65,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/business/prompts/{id}/use", post(prompts::record_use))
         .route("/api/business/prompts/{id}/render", post(prompts::render))
         .route("/api/business/prompts/{id}/versions", get(versions::list))
-        .route("/api/business/prompts/{id}/versions/{n}", get(versions::get))
+        .route(
+            "/api/business/prompts/{id}/versions/{n}",
+            get(versions::get),
+        )
         .route(
             "/api/business/prompts/{id}/versions/{n}/restore",
             post(versions::restore),

@@ -125,7 +125,10 @@ pub(super) async fn prepare(
         }
     };
     check("title", v::title(&input.title));
-    check("content", v::content(&input.content, state.settings.max_content_chars));
+    check(
+        "content",
+        v::content(&input.content, state.settings.max_content_chars),
+    );
     if let Some(d) = &input.description {
         check("description", v::description(d));
     }
@@ -164,7 +167,8 @@ pub(super) fn with_etag(status: StatusCode, view: PromptView, location: bool) ->
     if let Ok(v) = HeaderValue::from_str(&view.etag) {
         headers.insert(header::ETAG, v);
     }
-    if location && let Ok(v) = HeaderValue::from_str(&format!("/api/business/prompts/{}", view.id)) {
+    if location && let Ok(v) = HeaderValue::from_str(&format!("/api/business/prompts/{}", view.id))
+    {
         headers.insert(header::LOCATION, v);
     }
     (status, headers, Json(view)).into_response()
@@ -192,7 +196,10 @@ pub async fn create(
         )
         .await?;
     if favorite == Some(true) {
-        state.store.set_favorite(owner, record.prompt.id, true).await?;
+        state
+            .store
+            .set_favorite(owner, record.prompt.id, true)
+            .await?;
     }
     metrics::counter!("business_prompts_created_total").increment(1);
     Ok(with_etag(
@@ -251,7 +258,11 @@ pub async fn get(
         return Ok(response);
     }
     let favorite = favorite_flag(&state, &caller, id).await?;
-    Ok(with_etag(StatusCode::OK, PromptView::new(record, favorite), false))
+    Ok(with_etag(
+        StatusCode::OK,
+        PromptView::new(record, favorite),
+        false,
+    ))
 }
 
 /// The revision `If-Match` asks for: `Ok(None)` without the header or with `*`.
@@ -290,17 +301,38 @@ pub async fn replace(
         return Err(stale(current.prompt.revision).into());
     }
     let (mut input, favorite, message) = body.into_input();
-    prepare(&state, &caller, current.prompt.owner_id, Some(id), &mut input, message.as_deref()).await?;
+    prepare(
+        &state,
+        &caller,
+        current.prompt.owner_id,
+        Some(id),
+        &mut input,
+        message.as_deref(),
+    )
+    .await?;
     let author = caller.user_id()?;
     let record = state
         .store
-        .update_prompt(id, expected, author, input, Change { message, restored_from: None })
+        .update_prompt(
+            id,
+            expected,
+            author,
+            input,
+            Change {
+                message,
+                restored_from: None,
+            },
+        )
         .await?;
     if let Some(f) = favorite {
         state.store.set_favorite(author, id, f).await?;
     }
     let favorite = favorite_flag(&state, &caller, id).await?;
-    Ok(with_etag(StatusCode::OK, PromptView::new(record, favorite), false))
+    Ok(with_etag(
+        StatusCode::OK,
+        PromptView::new(record, favorite),
+        false,
+    ))
 }
 
 pub async fn patch(
@@ -326,8 +358,15 @@ pub async fn patch(
         let revision = current.prompt.revision;
         let mut input = PromptInput::of(&current);
         apply_patch(&mut input, &body);
-        prepare(&state, &caller, current.prompt.owner_id, Some(id), &mut input, body.message.as_deref())
-            .await?;
+        prepare(
+            &state,
+            &caller,
+            current.prompt.owner_id,
+            Some(id),
+            &mut input,
+            body.message.as_deref(),
+        )
+        .await?;
         let author = caller.user_id()?;
         match state
             .store
@@ -348,20 +387,22 @@ pub async fn patch(
                     state.store.set_favorite(author, id, f).await?;
                 }
                 let favorite = favorite_flag(&state, &caller, id).await?;
-                return Ok(with_etag(StatusCode::OK, PromptView::new(record, favorite), false));
+                return Ok(with_etag(
+                    StatusCode::OK,
+                    PromptView::new(record, favorite),
+                    false,
+                ));
             }
             Err(WriteError::Stale(now)) if expected.is_some() => return Err(stale(now).into()),
             Err(WriteError::Stale(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Problem::new(
-        StatusCode::CONFLICT,
-        "busy",
-        "The prompt keeps changing",
+    Err(
+        Problem::new(StatusCode::CONFLICT, "busy", "The prompt keeps changing")
+            .detail("others changed this prompt while your change was applied; try again")
+            .into(),
     )
-    .detail("others changed this prompt while your change was applied; try again")
-    .into())
 }
 
 fn apply_patch(input: &mut PromptInput, body: &PatchBody) {
@@ -395,8 +436,12 @@ fn apply_patch(input: &mut PromptInput, body: &PatchBody) {
 }
 
 fn in_trash() -> Problem {
-    Problem::new(StatusCode::CONFLICT, "in-trash", "The prompt is in the trash")
-        .detail("restore it (POST …/restore) before changing it")
+    Problem::new(
+        StatusCode::CONFLICT,
+        "in-trash",
+        "The prompt is in the trash",
+    )
+    .detail("restore it (POST …/restore) before changing it")
 }
 
 #[derive(Debug, Deserialize)]
@@ -454,7 +499,11 @@ pub async fn restore(
     }
     let record = state.store.set_deleted(id, false).await?;
     let favorite = favorite_flag(&state, &caller, id).await?;
-    Ok(with_etag(StatusCode::OK, PromptView::new(record, favorite), false))
+    Ok(with_etag(
+        StatusCode::OK,
+        PromptView::new(record, favorite),
+        false,
+    ))
 }
 
 async fn set_status(state: &AppState, caller: &Caller, id: Uuid, status: &str) -> Result<Response> {
@@ -466,21 +515,43 @@ async fn set_status(state: &AppState, caller: &Caller, id: Uuid, status: &str) -
     input.status = status.to_owned();
     let record = state
         .store
-        .update_prompt(id, current.prompt.revision, caller.user_id()?, input, Change::default())
+        .update_prompt(
+            id,
+            current.prompt.revision,
+            caller.user_id()?,
+            input,
+            Change::default(),
+        )
         .await?;
     let favorite = favorite_flag(state, caller, id).await?;
-    Ok(with_etag(StatusCode::OK, PromptView::new(record, favorite), false))
+    Ok(with_etag(
+        StatusCode::OK,
+        PromptView::new(record, favorite),
+        false,
+    ))
 }
 
-pub async fn archive(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response> {
+pub async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
     set_status(&state, &caller, id, "archived").await
 }
 
-pub async fn unarchive(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response> {
+pub async fn unarchive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
     set_status(&state, &caller, id, "active").await
 }
 
-pub async fn favorite(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<Value>> {
+pub async fn favorite(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>> {
     let user = caller.user_id()?;
     let record = readable(&state, &caller, id).await?;
     if record.prompt.deleted_at.is_some() {
@@ -490,7 +561,11 @@ pub async fn favorite(State(state): State<AppState>, caller: Caller, Path(id): P
     Ok(Json(json!({ "favorite": true })))
 }
 
-pub async fn unfavorite(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<Value>> {
+pub async fn unfavorite(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>> {
     let user = caller.user_id()?;
     readable(&state, &caller, id).await?;
     state.store.set_favorite(user, id, false).await?;
@@ -498,7 +573,11 @@ pub async fn unfavorite(State(state): State<AppState>, caller: Caller, Path(id):
 }
 
 /// Counts one use of a prompt (anyone who may read it).
-pub async fn record_use(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<Value>> {
+pub async fn record_use(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>> {
     let record = readable(&state, &caller, id).await?;
     if record.prompt.deleted_at.is_some() {
         return Err(in_trash().into());
@@ -508,7 +587,9 @@ pub async fn record_use(State(state): State<AppState>, caller: Caller, Path(id):
         .record_use(id)
         .await?
         .ok_or_else(|| Problem::not_found("no prompt with this id is visible to you"))?;
-    Ok(Json(json!({ "usage_count": prompt.usage_count, "last_used_at": prompt.last_used_at })))
+    Ok(Json(
+        json!({ "usage_count": prompt.usage_count, "last_used_at": prompt.last_used_at }),
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -547,12 +628,17 @@ pub async fn render(
     if !errors.is_empty() {
         return Err(Problem::validation(errors).into());
     }
-    let parsed = template::parse(&record.prompt.content)
-        .map_err(|e| Problem::invalid_field("content", format!("the stored template is not valid: {e}")))?;
-    let resolved = includes::resolve(&state, &caller, record.prompt.owner_id, Some(id), &parsed).await?;
+    let parsed = template::parse(&record.prompt.content).map_err(|e| {
+        Problem::invalid_field("content", format!("the stored template is not valid: {e}"))
+    })?;
+    let resolved =
+        includes::resolve(&state, &caller, record.prompt.owner_id, Some(id), &parsed).await?;
     let mut resolver = resolved.resolver();
-    let text = template::render(&parsed, &id.to_string(), &values, &mut resolver).map_err(render_problem)?;
-    Ok(Json(json!({ "text": text, "variables": record.prompt.variables })))
+    let text = template::render(&parsed, &id.to_string(), &values, &mut resolver)
+        .map_err(render_problem)?;
+    Ok(Json(
+        json!({ "text": text, "variables": record.prompt.variables }),
+    ))
 }
 
 fn render_problem(e: RenderError) -> Error {

@@ -69,7 +69,10 @@ pub async fn export(
     let params = ListParams::parse(&list_query)?;
     let scope = params.scope(&caller)?;
     let Scope::Owner(owner) = scope else {
-        return Err(Problem::forbidden("export your own library (or, as an administrator, a user's by userId)").into());
+        return Err(Problem::forbidden(
+            "export your own library (or, as an administrator, a user's by userId)",
+        )
+        .into());
     };
     let filter = params.filter(&caller);
     let records: Vec<Record> = match params.q.as_deref().map(search_text::parse_query) {
@@ -140,7 +143,11 @@ pub async fn export(
     let (bytes, content_type, ext) = match format.as_str() {
         "json" => (portable::to_json(&library), "application/json", "json"),
         "yaml" | "yml" => (portable::to_yaml(&library), "application/yaml", "yaml"),
-        "markdown" | "md" | "zip" => (portable::to_markdown_zip(&library), "application/zip", "zip"),
+        "markdown" | "md" | "zip" => (
+            portable::to_markdown_zip(&library),
+            "application/zip",
+            "zip",
+        ),
         _ => {
             return Err(Problem::invalid_field("format", "must be json, yaml or markdown").into());
         }
@@ -213,7 +220,11 @@ pub async fn import(
     };
     for (position, item) in parsed.items.into_iter().enumerate() {
         let (index, title, outcome) = match item {
-            Item::Refused { index, title, error } => (index, title, Err(error)),
+            Item::Refused {
+                index,
+                title,
+                error,
+            } => (index, title, Err(error)),
             Item::Prompt(p) => {
                 let title = Some(p.title.clone());
                 let outcome = import_one(&state, &caller, owner, &mut folders, p).await;
@@ -279,9 +290,15 @@ async fn import_one(
     let mut input = PromptInput {
         title: p.title.trim().to_owned(),
         content: p.content,
-        description: p.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()),
+        description: p
+            .description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty()),
         tags: p.tags,
-        category: p.category.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
+        category: p
+            .category
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty()),
         folder_id: None,
         visibility: p.visibility,
         status: p.status,
@@ -292,7 +309,9 @@ async fn import_one(
         && let Ok(Some(other)) = state.store.prompt_by_slug(owner, slug).await
         && existing.as_ref().is_none_or(|e| e.prompt.id != other.id)
     {
-        return Err(format!("slug: `{slug}` is taken by another of your prompts"));
+        return Err(format!(
+            "slug: `{slug}` is taken by another of your prompts"
+        ));
     }
     let root = existing.as_ref().map(|e| e.prompt.id);
     super::prompts::prepare(state, caller, owner, root, &mut input, None)
@@ -309,7 +328,13 @@ async fn import_one(
     let result = match &existing {
         Some(current) => state
             .store
-            .update_prompt(current.prompt.id, current.prompt.revision, owner, input, change)
+            .update_prompt(
+                current.prompt.id,
+                current.prompt.revision,
+                owner,
+                input,
+                change,
+            )
             .await
             .map(|r| (r.prompt.id, false)),
         None => state
@@ -369,7 +394,11 @@ impl FolderCache {
         path: &str,
         style: Option<&PortableFolder>,
     ) -> std::result::Result<Uuid, String> {
-        let segments: Vec<&str> = path.split('/').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = path
+            .split('/')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if segments.is_empty() {
             return Err("folder: the path is empty".into());
         }

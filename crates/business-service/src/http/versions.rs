@@ -85,10 +85,19 @@ pub async fn diff(
     {
         return Err(Problem::invalid_field("format", "must be json or unified").into());
     }
-    let unified = diff::unified(&old.content, &new.content, &format!("v{from}"), &format!("v{to}"), context);
+    let unified = diff::unified(
+        &old.content,
+        &new.content,
+        &format!("v{from}"),
+        &format!("v{to}"),
+        context,
+    );
     if wants_text {
         return Ok((
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/x-diff; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/x-diff; charset=utf-8"),
+            )],
             unified,
         )
             .into_response());
@@ -126,7 +135,15 @@ pub async fn restore(
     input.title = old.title;
     input.content = old.content;
     input.description = old.description;
-    super::prompts::prepare(&state, &caller, current.prompt.owner_id, Some(id), &mut input, None).await?;
+    super::prompts::prepare(
+        &state,
+        &caller,
+        current.prompt.owner_id,
+        Some(id),
+        &mut input,
+        None,
+    )
+    .await?;
     let record = state
         .store
         .update_prompt(

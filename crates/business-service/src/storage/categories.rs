@@ -120,7 +120,9 @@ impl Store {
             && name != &current.name
         {
             if current.is_system {
-                return Err(WriteError::Refused("the system category cannot be renamed".into()));
+                return Err(WriteError::Refused(
+                    "the system category cannot be renamed".into(),
+                ));
             }
             let clash = Categories::find()
                 .filter(categories::Column::OwnerId.eq(owner))
@@ -156,7 +158,9 @@ impl Store {
             .await?
             .ok_or(WriteError::NotFound)?;
         if current.is_system {
-            return Err(WriteError::Refused("the system category cannot be deleted".into()));
+            return Err(WriteError::Refused(
+                "the system category cannot be deleted".into(),
+            ));
         }
         ensure(&txn, owner, SYSTEM).await?;
         let moved = move_prompts(&txn, owner, &current.name_key, SYSTEM).await?;

@@ -206,7 +206,12 @@ impl Store {
 
     /// Deletes a folder. Its prompts and sub-folders move to its parent, or, with
     /// `OnDelete::Refuse`, a folder that holds any is not deleted.
-    pub async fn delete_folder(&self, owner: Uuid, id: Uuid, mode: OnDelete) -> Result<(u64, u64), WriteError> {
+    pub async fn delete_folder(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        mode: OnDelete,
+    ) -> Result<(u64, u64), WriteError> {
         let txn = self.db.write().begin().await?;
         let folder = owned(&txn, owner, id).await?.ok_or(WriteError::NotFound)?;
         let prompt_ids: Vec<Uuid> = Prompts::find()

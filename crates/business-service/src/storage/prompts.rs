@@ -7,8 +7,8 @@ use platform::db::unique_violation;
 use sea_orm::sea_query::{Expr, ExprTrait, Query as SqlQuery};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, Order as SqlOrder, QueryFilter, QueryOrder, QuerySelect,
-    Set, Statement, TransactionTrait,
+    FromQueryResult, IntoActiveModel, Order as SqlOrder, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -25,8 +25,8 @@ use crate::domain::listing::{
 use crate::domain::search_text::{self, Query};
 use crate::domain::validation::key;
 
-pub use prompts::Model as Prompt;
 pub use prompt_versions::Model as Version;
+pub use prompts::Model as Prompt;
 
 /// A prompt with its tags.
 #[derive(Debug, Clone)]
@@ -163,7 +163,11 @@ async fn write_tags<C: ConnectionTrait>(
     Ok(())
 }
 
-async fn folder_is_owned<C: ConnectionTrait>(db: &C, owner: Uuid, folder: Uuid) -> Result<bool, DbErr> {
+async fn folder_is_owned<C: ConnectionTrait>(
+    db: &C,
+    owner: Uuid,
+    folder: Uuid,
+) -> Result<bool, DbErr> {
     Ok(Folders::find_by_id(folder)
         .filter(folders::Column::OwnerId.eq(owner))
         .one(db)
@@ -387,7 +391,10 @@ impl Store {
         let Some(prompt) = Prompts::find_by_id(id).one(self.db.read()).await? else {
             return Ok(None);
         };
-        let tags = tags_of(self.db.read(), &[id]).await?.remove(&id).unwrap_or_default();
+        let tags = tags_of(self.db.read(), &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
         Ok(Some(Record { prompt, tags }))
     }
 
@@ -455,7 +462,11 @@ impl Store {
     }
 
     /// Which of `prompts` are `user`'s favourites.
-    pub async fn favorites_among(&self, user: Uuid, prompts: &[Uuid]) -> Result<HashSet<Uuid>, DbErr> {
+    pub async fn favorites_among(
+        &self,
+        user: Uuid,
+        prompts: &[Uuid],
+    ) -> Result<HashSet<Uuid>, DbErr> {
         if prompts.is_empty() {
             return Ok(HashSet::new());
         }
@@ -503,7 +514,8 @@ impl Store {
         query: &Query,
         limit: u32,
     ) -> Result<Vec<Ranked>, DbErr> {
-        let seqs = search::candidates(self.db.read(), &scope_query(scope, filter), query, limit).await?;
+        let seqs =
+            search::candidates(self.db.read(), &scope_query(scope, filter), query, limit).await?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -621,7 +633,12 @@ fn sort_column(sort: Sort) -> prompts::Column {
 }
 
 /// Rows after the cursor's (key, id) in the list's order.
-fn keyset(column: prompts::Column, desc: bool, key: &CursorKey, id: Uuid) -> Result<Condition, DbErr> {
+fn keyset(
+    column: prompts::Column,
+    desc: bool,
+    key: &CursorKey,
+    id: Uuid,
+) -> Result<Condition, DbErr> {
     let bad = || DbErr::Custom("cursor does not fit the sort".into());
     let (after, same) = match (column, key) {
         (prompts::Column::UsageCount, CursorKey::Number(n)) => {
@@ -651,7 +668,11 @@ fn keyset(column: prompts::Column, desc: bool, key: &CursorKey, id: Uuid) -> Res
         .add(Condition::all().add(same).add(id_after)))
 }
 
-fn column_cmp(column: prompts::Column, desc: bool, v: sea_orm::Value) -> sea_orm::sea_query::SimpleExpr {
+fn column_cmp(
+    column: prompts::Column,
+    desc: bool,
+    v: sea_orm::Value,
+) -> sea_orm::sea_query::SimpleExpr {
     if desc {
         Expr::col(column).lt(v)
     } else {
@@ -669,13 +690,15 @@ fn conditions(scope: &Scope, f: &Filter) -> Condition {
             .add(prompts::Column::Visibility.eq("public")),
         Scope::Public => c.add(prompts::Column::Visibility.eq("public")),
         Scope::Favorites(user) => c
-            .add(prompts::Column::Id.in_subquery(
-                SqlQuery::select()
-                    .column(favorites::Column::PromptId)
-                    .from(Favorites)
-                    .and_where(favorites::Column::UserId.eq(*user))
-                    .to_owned(),
-            ))
+            .add(
+                prompts::Column::Id.in_subquery(
+                    SqlQuery::select()
+                        .column(favorites::Column::PromptId)
+                        .from(Favorites)
+                        .and_where(favorites::Column::UserId.eq(*user))
+                        .to_owned(),
+                ),
+            )
             .add(
                 Condition::any()
                     .add(prompts::Column::OwnerId.eq(*user))
@@ -719,32 +742,38 @@ fn conditions(scope: &Scope, f: &Filter) -> Condition {
         let keys: Vec<String> = f.tags.iter().map(|t| key(t)).collect();
         if f.all_tags {
             for k in keys {
-                c = c.add(prompts::Column::Id.in_subquery(
+                c = c.add(
+                    prompts::Column::Id.in_subquery(
+                        SqlQuery::select()
+                            .column(prompt_tags::Column::PromptId)
+                            .from(PromptTags)
+                            .and_where(prompt_tags::Column::TagKey.eq(k))
+                            .to_owned(),
+                    ),
+                );
+            }
+        } else {
+            c = c.add(
+                prompts::Column::Id.in_subquery(
                     SqlQuery::select()
                         .column(prompt_tags::Column::PromptId)
                         .from(PromptTags)
-                        .and_where(prompt_tags::Column::TagKey.eq(k))
+                        .and_where(prompt_tags::Column::TagKey.is_in(keys))
                         .to_owned(),
-                ));
-            }
-        } else {
-            c = c.add(prompts::Column::Id.in_subquery(
-                SqlQuery::select()
-                    .column(prompt_tags::Column::PromptId)
-                    .from(PromptTags)
-                    .and_where(prompt_tags::Column::TagKey.is_in(keys))
-                    .to_owned(),
-            ));
+                ),
+            );
         }
     }
     if let Some(user) = f.favorite_of {
-        c = c.add(prompts::Column::Id.in_subquery(
-            SqlQuery::select()
-                .column(favorites::Column::PromptId)
-                .from(Favorites)
-                .and_where(favorites::Column::UserId.eq(user))
-                .to_owned(),
-        ));
+        c = c.add(
+            prompts::Column::Id.in_subquery(
+                SqlQuery::select()
+                    .column(favorites::Column::PromptId)
+                    .from(Favorites)
+                    .and_where(favorites::Column::UserId.eq(user))
+                    .to_owned(),
+            ),
+        );
     }
     c
 }
@@ -839,7 +868,10 @@ impl From<&Prompt> for Ranked {
 }
 
 /// Folders of `owner` that hold prompts (for exports by folder path).
-pub async fn owner_folders<C: ConnectionTrait>(db: &C, owner: Uuid) -> Result<Vec<folders::Model>, DbErr> {
+pub async fn owner_folders<C: ConnectionTrait>(
+    db: &C,
+    owner: Uuid,
+) -> Result<Vec<folders::Model>, DbErr> {
     Folders::find()
         .filter(folders::Column::OwnerId.eq(owner))
         .all(db)

@@ -88,7 +88,12 @@ impl ScopeQuery {
 }
 
 /// Puts a prompt into the index, replacing what was there.
-pub async fn index<C: ConnectionTrait>(db: &C, seq: i64, scope: &str, doc: &str) -> Result<(), DbErr> {
+pub async fn index<C: ConnectionTrait>(
+    db: &C,
+    seq: i64,
+    scope: &str,
+    doc: &str,
+) -> Result<(), DbErr> {
     match db.get_database_backend() {
         DbBackend::Postgres => {
             db.execute_raw(Statement::from_sql_and_values(
@@ -150,9 +155,7 @@ pub async fn candidates<C: ConnectionTrait>(
             [Value::from(expr), Value::from(i64::from(limit))],
         ))
         .await?;
-    rows.iter()
-        .map(|r| r.try_get_by_index::<i64>(0))
-        .collect()
+    rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
 }
 
 // Every token is letters and digits only (see `search_text`), so quoting cannot be broken
@@ -232,6 +235,11 @@ mod tests {
             tag_keys: &["gpt-4".into(), "a b".into()],
         }
         .tokens();
-        assert!(tokens.split(' ').all(|t| t.chars().all(|c| c.is_ascii_alphanumeric())), "{tokens}");
+        assert!(
+            tokens
+                .split(' ')
+                .all(|t| t.chars().all(|c| c.is_ascii_alphanumeric())),
+            "{tokens}"
+        );
     }
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Order as SqlOrder, Query as SqlQuery};
 use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    Set, StatementBuilder, TransactionTrait,
+    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set,
+    StatementBuilder, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -52,7 +52,12 @@ impl Store {
 
     /// Replaces the tags `from` (any spelling) with `into` on every prompt of `owner` that
     /// has one of them: rename is a merge of one tag. Returns how many prompts changed.
-    pub async fn merge_tags(&self, owner: Uuid, from: &[String], into: &str) -> Result<u64, WriteError> {
+    pub async fn merge_tags(
+        &self,
+        owner: Uuid,
+        from: &[String],
+        into: &str,
+    ) -> Result<u64, WriteError> {
         self.retag(owner, from, Some(into)).await
     }
 
@@ -61,7 +66,12 @@ impl Store {
         self.retag(owner, &[tag.to_owned()], None).await
     }
 
-    async fn retag(&self, owner: Uuid, from: &[String], into: Option<&str>) -> Result<u64, WriteError> {
+    async fn retag(
+        &self,
+        owner: Uuid,
+        from: &[String],
+        into: Option<&str>,
+    ) -> Result<u64, WriteError> {
         let from_keys: Vec<String> = from.iter().map(|t| key(t)).collect();
         let txn = self.db.write().begin().await?;
         let affected: Vec<Uuid> = PromptTags::find()

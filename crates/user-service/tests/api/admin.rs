@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     first_admin_comes_from_settings_not_from_registering_first,

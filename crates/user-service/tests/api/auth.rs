@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     register_login_me,

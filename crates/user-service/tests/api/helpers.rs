@@ -3,7 +3,6 @@
 //! as a client would.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use platform::settings::{Common, DatabaseSettings, HttpSettings};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -13,37 +12,7 @@ use user_service::Settings;
 
 pub const PASSWORD: &str = "correct horse battery";
 
-/// PostgreSQL for the tests: the machine's server unless `PROMPTFLOW_TEST_POSTGRES` says
-/// otherwise. An unreachable server fails the test; it never skips it.
-pub fn postgres_base() -> String {
-    std::env::var("PROMPTFLOW_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each named scenario `async fn name(backend: Backend)` as two tests, one per backend.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
+pub use testkit::{Backend, assert_problem, invalid_fields, send};
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -54,8 +23,8 @@ pub struct TestApp {
     pub common: Common,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _data: Option<tempfile::TempDir>,
-    owns_database: bool,
+    /// The test's databases (None on a replica, which shares its primary's).
+    _databases: Option<testkit::Databases>,
 }
 
 pub fn test_settings() -> Settings {
@@ -76,16 +45,6 @@ pub fn test_common(data_dir: &std::path::Path) -> Common {
     }
 }
 
-fn unique_name() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!(
-        "pft_{secs}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
@@ -94,19 +53,15 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings();
         configure(&mut settings);
-        let data = tempfile::tempdir().expect("temporary folder");
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", data.path().join("user.db").display()),
-            Backend::Postgres => format!("{}/{}", postgres_base(), unique_name()),
-        };
+        let mut databases = testkit::Databases::new(backend);
+        let database_url = databases.url("user");
         settings.database = DatabaseSettings {
             url: Some(database_url.clone()),
             ..DatabaseSettings::default()
         };
-        let common = test_common(data.path());
+        let common = test_common(databases.dir.path());
         let mut app = Self::start(backend, settings, common, database_url).await;
-        app._data = Some(data);
-        app.owns_database = true;
+        app._databases = Some(databases);
         app
     }
 
@@ -152,8 +107,7 @@ impl TestApp {
             common,
             shutdown,
             task: Some(serving.task),
-            _data: None,
-            owns_database: false,
+            _databases: None,
         }
     }
 
@@ -251,58 +205,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if self.owns_database && self.backend == Backend::Postgres {
-            // Drop the test's database; FORCE ends the pool's connections.
-            let url = self.database_url.clone();
-            let _ = std::thread::spawn(move || drop_database(&url)).join();
-        }
     }
-}
-
-fn drop_database(url: &str) {
-    let Some((base, name)) = url.rsplit_once('/') else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    runtime.block_on(async {
-        use sea_orm::ConnectionTrait;
-        if let Ok(db) = sea_orm::Database::connect(format!("{base}/postgres")).await {
-            let _ = db
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
-            let _ = db.close().await;
-        }
-    });
-}
-
-pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
-    let response = req.send().await.expect("request reaches the server");
-    let status = response.status();
-    let problem = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    let bytes = response.bytes().await.expect("body");
-    if status.is_client_error() || status.is_server_error() {
-        assert!(
-            problem,
-            "error {status} must be application/problem+json, got body {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
-    }
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    (status, body)
 }
 
 pub fn token(tokens: &Value) -> String {
@@ -317,31 +220,6 @@ pub fn refresh_token(tokens: &Value) -> String {
         .as_str()
         .expect("a refresh token")
         .to_owned()
-}
-
-/// Asserts a problem of the given status and `type` slug.
-#[track_caller]
-pub fn assert_problem(status: StatusCode, body: &Value, want: StatusCode, slug: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(
-        body["type"],
-        format!("https://promptflow.dev/problems/{slug}"),
-        "{body}"
-    );
-    assert_eq!(body["status"], want.as_u16(), "{body}");
-}
-
-/// The fields named in a validation problem.
-pub fn invalid_fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Settings with an administrator made at start.

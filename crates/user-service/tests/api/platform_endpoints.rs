@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     health_and_readiness,

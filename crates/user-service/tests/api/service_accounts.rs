@@ -5,7 +5,7 @@ use serde_json::json;
 use user_service::settings::ServiceAccountSeed;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     seeded_account_gets_tokens_by_form_basic_and_json,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use user_service::storage::Store;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use testkit::on_both_backends;
 
 on_both_backends!(
     access_token_carries_the_documented_claims,

@@ -1,0 +1,6 @@
+//! API tests of business-service on SQLite and on PostgreSQL, with a real user-service
+//! issuing the tokens.
+
+mod helpers;
+
+mod prompts;
