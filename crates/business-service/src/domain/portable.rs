@@ -11,7 +11,8 @@
 //! - any whitespace run becomes one space;
 //! - ASCII other than letters, digits and `-_.,()[]{}'&+!@#=~;` (so `/ \ : * ? " < > |`
 //!   and control characters), invisible or bidi formatting characters, private-use
-//!   characters and slash look-alikes become `_` (a run becomes one `_`);
+//!   characters and slash look-alikes become `_`; a run of `_` (or of spaces)
+//!   shrinks to one;
 //! - leading and trailing spaces and dots are dropped (hidden files, `.`/`..`, Windows);
 //! - the name is cut to 150 bytes of UTF-8 (whole characters);
 //! - an empty result becomes `untitled` (`folder` for a directory);
@@ -47,9 +48,10 @@ pub const MAX_ITEMS: usize = 10_000;
 pub const MAX_UNZIPPED_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest JSON document parsed as a whole.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
-/// Largest YAML or Markdown document: the YAML parser holds every event in memory
-/// (tens of bytes per scalar), so YAML gets a tighter bound than JSON.
-pub const MAX_YAML_BYTES: usize = 16 * 1024 * 1024;
+/// Largest YAML or Markdown document (and zip entry): the YAML parser holds every
+/// event of a document in memory, up to ~70 bytes per input byte for "[a,a,a,…]", so
+/// YAML gets a tighter bound than JSON (large libraries fit in JSON or a zip).
+pub const MAX_YAML_BYTES: usize = 8 * 1024 * 1024;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_CONTENT_CHARS: usize = 100_000;
@@ -58,7 +60,7 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 64;
 
 /// Largest single zip entry read; any valid prompt file is far smaller.
-const MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_ENTRY_BYTES: u64 = MAX_YAML_BYTES as u64;
 /// Deepest nesting accepted; real documents need about five levels.
 const MAX_NESTING: usize = 32;
 /// Most values one document may produce (aliases included); ~100 per possible item.
@@ -723,13 +725,15 @@ fn classify(root: Value) -> Result<Shape, ImportError> {
     if map.contains_key("success") || map.contains_key("data") {
         let items = match map.remove("data") {
             Some(Value::Array(items)) => items,
-            Some(Value::Object(mut page)) => {
-                if page.contains_key("content") && !page.contains_key("title") {
-                    item_list(page.remove("content"), "data.content")?
-                } else {
+            // A Spring page, or one prompt on its own.
+            Some(Value::Object(mut page)) => match page.remove("content") {
+                Some(Value::Array(items)) => items,
+                Some(content) => {
+                    page.insert("content".to_owned(), content);
                     vec![Value::Object(page)]
                 }
-            }
+                None => vec![Value::Object(page)],
+            },
             Some(other) if !other.is_null() => {
                 return Err(ImportError::Unrecognized(format!(
                     "data: expected a list of prompts, found {}",
@@ -761,6 +765,16 @@ fn classify(root: Value) -> Result<Shape, ImportError> {
             items,
             folders,
             kotlin,
+        });
+    }
+
+    // A Spring page saved without the wrapper.
+    if let Some(Value::Array(_)) = map.get("content") {
+        let items = item_list(map.remove("content"), "content")?;
+        return Ok(Shape {
+            items,
+            folders: Vec::new(),
+            kotlin: true,
         });
     }
 
@@ -1088,7 +1102,13 @@ fn parse_zip(bytes: &[u8]) -> Result<Parsed, ImportError> {
             Some(_) => parts.get(1..).unwrap_or_default(),
             None => &parts[..],
         };
+        // Every entry yields one item, so indexes stay positions.
         let Some((file, dirs)) = parts.split_last() else {
+            items.push(Item::Refused {
+                index,
+                title: None,
+                error: format!("{name}: no file name"),
+            });
             continue;
         };
         let dir = dirs.join("/");
@@ -2299,6 +2319,21 @@ mod tests {
     }
 
     #[test]
+    fn kotlin_page_without_wrapper_and_single_prompt() {
+        let json = format!(r#"{{"content": {KOTLIN_PROMPTS}, "totalElements": 3}}"#);
+        check_kotlin(&parse(json.as_bytes(), "").expect("import"));
+        let json = br#"{"success": true, "data": {"id": "66", "title": "One", "content": "x",
+            "isPublic": true, "createdAt": "2024-05-01T10:20:30"}}"#;
+        let parsed = parse(json, "").expect("import");
+        assert_eq!(parsed.source, Source::KotlinJson);
+        let mut one = prompt("One", "x", None);
+        one.id = Some("66".to_owned());
+        one.visibility = "public".to_owned();
+        one.created_at = Some(at("2024-05-01T10:20:30Z"));
+        assert_eq!(prompts_of(&parsed), vec![one]);
+    }
+
+    #[test]
     fn kotlin_error_response_is_not_a_library() {
         let json = br#"{"success": false, "message": "Unauthorized", "data": null}"#;
         let err = parse(json, "application/json").expect_err("refused");
@@ -2523,10 +2558,7 @@ mod tests {
             parse(br#"{"name": "x"}"#, ""),
             Err(ImportError::Unrecognized(_))
         ));
-        assert!(matches!(
-            parse(b"a: 1\n---\nb: 2\n", "application/yaml"),
-            Err(_)
-        ));
+        assert!(parse(b"a: 1\n---\nb: 2\n", "application/yaml").is_err());
         // A BOM before JSON is fine.
         let parsed = parse(b"\xEF\xBB\xBF[]", "").expect("empty list");
         assert!(parsed.items.is_empty());
@@ -2551,6 +2583,24 @@ mod tests {
                 .len(),
             MAX_ITEMS
         );
+    }
+
+    #[test]
+    fn oversized_documents_are_errors() {
+        let yaml = "a".repeat(MAX_YAML_BYTES + 1);
+        assert!(matches!(
+            parse(yaml.as_bytes(), "application/yaml"),
+            Err(ImportError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse(yaml.as_bytes(), "text/markdown"),
+            Err(ImportError::TooLarge { .. })
+        ));
+        let json = format!("[{}]", " ".repeat(MAX_DOCUMENT_BYTES));
+        assert!(matches!(
+            parse(json.as_bytes(), ""),
+            Err(ImportError::TooLarge { .. })
+        ));
     }
 
     #[test]

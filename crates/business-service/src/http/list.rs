@@ -76,17 +76,18 @@ impl ListParams {
             limit: LIMIT_DEFAULT,
             ..Default::default()
         };
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            let v = v.trim();
+        for (k, raw) in form_urlencoded::parse(query.as_bytes()) {
+            let v = raw.trim();
             match k.as_ref() {
                 "q" | "search" => {
-                    if v.chars().count() > QUERY_MAX_CHARS {
+                    if raw.chars().count() > QUERY_MAX_CHARS {
                         return Err(bad(
                             "q",
                             &format!("must be at most {QUERY_MAX_CHARS} characters"),
                         ));
                     }
-                    p.q = Some(v.to_owned()).filter(|s| !s.is_empty());
+                    // Untrimmed: a trailing space says the last word is complete (no prefix).
+                    p.q = Some(raw.clone().into_owned()).filter(|s| !s.trim().is_empty());
                 }
                 "tag" | "tags" => p.tags.push(v.to_owned()),
                 "tag_mode" => {

@@ -3,4 +3,6 @@
 
 mod helpers;
 
+mod library;
 mod prompts;
+mod search;
