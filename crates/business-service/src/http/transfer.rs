@@ -57,12 +57,18 @@ pub async fn export(
     // out of the awaits below).
     let list_query = {
         let mut rest = form_urlencoded::Serializer::new(String::new());
+        let mut status_given = false;
         for (k, val) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
             if k == "format" {
                 format = val.into_owned();
             } else {
+                status_given |= k == "status";
                 rest.append_pair(&k, &val);
             }
+        }
+        // A library export holds archived prompts too, unless asked otherwise.
+        if !status_given {
+            rest.append_pair("status", "all");
         }
         rest.finish()
     };

@@ -81,7 +81,7 @@ impl Store {
         }
         let now = platform::clock::now();
         let position = all.iter().map(|c| c.position).max().unwrap_or(0) + 1;
-        Ok(categories::ActiveModel {
+        categories::ActiveModel {
             id: Set(Uuid::now_v7()),
             owner_id: Set(owner),
             name: Set(name.to_owned()),
@@ -97,7 +97,7 @@ impl Store {
         .map_err(|e| match platform::db::unique_violation(&e) {
             Some(_) => WriteError::NameTaken,
             None => WriteError::Db(e),
-        })?)
+        })
     }
 
     /// Renames, recolours or moves a category; its prompts follow a new name.

@@ -18,7 +18,6 @@ pub struct TestApp {
     pub users: SocketAddr,
     pub business: SocketAddr,
     pub client: reqwest::Client,
-    pub backend: Backend,
     shutdown: CancellationToken,
     _databases: testkit::Databases,
 }
@@ -82,7 +81,6 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            backend,
             shutdown,
             _databases: databases,
         }

@@ -6,3 +6,4 @@ mod helpers;
 mod library;
 mod prompts;
 mod search;
+mod transfer;
