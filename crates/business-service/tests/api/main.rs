@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod hostile;
 mod library;
 mod prompts;
 mod search;
