@@ -8,7 +8,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query as SqlQuery};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
     FromQueryResult, IntoActiveModel, Order as SqlOrder, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement, TransactionTrait,
+    Statement, TransactionTrait, TryIntoModel,
 };
 use uuid::Uuid;
 
@@ -120,6 +120,12 @@ async fn reindex<C: ConnectionTrait>(db: &C, p: &Prompt, tags: &[String]) -> Res
     if p.deleted_at.is_some() {
         return search::unindex(db, p.seq).await;
     }
+    let (scope, doc) = index_entry(p, tags);
+    search::index(db, p.seq, &scope, &doc).await
+}
+
+/// What the search index holds for a prompt: its scope tokens and its words.
+fn index_entry(p: &Prompt, tags: &[String]) -> (String, String) {
     let keys = tag_keys(tags);
     let scope = ScopeOf {
         owner: p.owner_id,
@@ -137,7 +143,7 @@ async fn reindex<C: ConnectionTrait>(db: &C, p: &Prompt, tags: &[String]) -> Res
         &tag_text,
         &p.content,
     ]);
-    search::index(db, p.seq, &scope, &doc).await
+    (scope, doc)
 }
 
 async fn write_tags<C: ConnectionTrait>(
@@ -175,6 +181,42 @@ async fn folder_is_owned<C: ConnectionTrait>(
         .is_some())
 }
 
+fn new_model(
+    owner: Uuid,
+    seq: i64,
+    input: &PromptInput,
+    now: DateTime<Utc>,
+) -> prompts::ActiveModel {
+    let mut model = prompts::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        seq: Set(seq),
+        owner_id: Set(owner),
+        title_key: Set(key(&input.title)),
+        title: Set(input.title.clone()),
+        slug: Set(input.slug.clone()),
+        content: Set(input.content.clone()),
+        description: Set(input.description.clone()),
+        category_key: Set(input.category.as_deref().map(key)),
+        category: Set(input.category.clone()),
+        folder_id: Set(input.folder_id),
+        visibility: Set(input.visibility.clone()),
+        status: Set(input.status.clone()),
+        version: Set(1),
+        revision: Set(1),
+        usage_count: Set(0),
+        last_used_at: Set(None),
+        variables: Set(input.variables.clone()),
+        search_title: Set(String::new()),
+        search_tags: Set(String::new()),
+        search_desc: Set(String::new()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deleted_at: Set(None),
+    };
+    search_columns(&mut model, input);
+    model
+}
+
 fn search_columns(model: &mut prompts::ActiveModel, input: &PromptInput) {
     model.search_title = Set(padded(&search_text::index_tokens(&input.title)));
     model.search_tags = Set(padded(&search_text::index_tokens(&input.tags.join(" "))));
@@ -207,35 +249,8 @@ impl Store {
         if let Some(category) = &input.category {
             super::categories::ensure(&txn, owner, category).await?;
         }
-        let now = platform::clock::now();
         let seq = next_seq(&txn).await?;
-        let mut model = prompts::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            seq: Set(seq),
-            owner_id: Set(owner),
-            title_key: Set(key(&input.title)),
-            title: Set(input.title.clone()),
-            slug: Set(input.slug.clone()),
-            content: Set(input.content.clone()),
-            description: Set(input.description.clone()),
-            category_key: Set(input.category.as_deref().map(key)),
-            category: Set(input.category.clone()),
-            folder_id: Set(input.folder_id),
-            visibility: Set(input.visibility.clone()),
-            status: Set(input.status.clone()),
-            version: Set(1),
-            revision: Set(1),
-            usage_count: Set(0),
-            last_used_at: Set(None),
-            variables: Set(input.variables.clone()),
-            search_title: Set(String::new()),
-            search_tags: Set(String::new()),
-            search_desc: Set(String::new()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            deleted_at: Set(None),
-        };
-        search_columns(&mut model, &input);
+        let model = new_model(owner, seq, &input, platform::clock::now());
         let prompt = model.insert(&txn).await.map_err(map_write)?;
         write_tags(&txn, &prompt, &input.tags).await?;
         insert_version(&txn, &prompt, author, &change).await?;
@@ -245,6 +260,94 @@ impl Store {
             prompt,
             tags: input.tags,
         })
+    }
+
+    /// Creates many prompts of one owner in one transaction, with multi-row inserts: for
+    /// generated libraries (benchmarks) and large imports of checked data. Folders must be
+    /// the owner's; categories are not made.
+    pub async fn bulk_create(&self, owner: Uuid, inputs: &[PromptInput]) -> Result<usize, DbErr> {
+        if inputs.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.write().begin().await?;
+        let backend = txn.get_database_backend();
+        let first = match backend {
+            DbBackend::Postgres => {
+                let sql = format!(
+                    "SELECT nextval('prompt_seq') FROM generate_series(1, {})",
+                    inputs.len()
+                );
+                let rows = txn
+                    .query_all_raw(Statement::from_string(backend, sql))
+                    .await?;
+                let seqs: Vec<i64> = rows
+                    .iter()
+                    .map(|r| r.try_get_by_index::<i64>(0))
+                    .collect::<Result<_, _>>()?;
+                seqs.first().copied().unwrap_or(1)
+            }
+            _ => next_seq(&txn).await?,
+        };
+        let now = platform::clock::now();
+        let models: Vec<prompts::ActiveModel> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| new_model(owner, first + i as i64, input, now))
+            .collect();
+        let prompts: Vec<Prompt> = models
+            .iter()
+            .cloned()
+            .map(TryIntoModel::try_into_model)
+            .collect::<Result<_, _>>()?;
+        // Chunks keep every statement under both backends' bound-parameter limits.
+        for chunk in models.chunks(400) {
+            Prompts::insert_many(chunk.to_vec()).exec(&txn).await?;
+        }
+        let versions: Vec<prompt_versions::ActiveModel> = prompts
+            .iter()
+            .map(|p| prompt_versions::ActiveModel {
+                prompt_id: Set(p.id),
+                number: Set(1),
+                title: Set(p.title.clone()),
+                content: Set(p.content.clone()),
+                description: Set(p.description.clone()),
+                author_id: Set(owner),
+                message: Set(Some("created".into())),
+                restored_from: Set(None),
+                created_at: Set(now),
+            })
+            .collect();
+        for chunk in versions.chunks(1000) {
+            PromptVersions::insert_many(chunk.to_vec())
+                .exec(&txn)
+                .await?;
+        }
+        let tags: Vec<prompt_tags::ActiveModel> = prompts
+            .iter()
+            .zip(inputs)
+            .flat_map(|(p, input)| {
+                input.tags.iter().map(move |t| prompt_tags::ActiveModel {
+                    prompt_id: Set(p.id),
+                    tag_key: Set(key(t)),
+                    tag: Set(t.to_string()),
+                    owner_id: Set(owner),
+                })
+            })
+            .collect();
+        for chunk in tags.chunks(2000) {
+            PromptTags::insert_many(chunk.to_vec()).exec(&txn).await?;
+        }
+        let entries: Vec<(i64, String, String)> = prompts
+            .iter()
+            .zip(inputs)
+            .map(|(p, input)| {
+                let (scope, doc) = index_entry(p, &input.tags);
+                (p.seq, scope, doc)
+            })
+            .collect();
+        search::index_many(&txn, &entries).await?;
+        txn.commit().await?;
+        Ok(inputs.len())
     }
 
     /// Replaces a prompt's state if its revision is still `expected`. A change of title, text

@@ -118,6 +118,48 @@ pub async fn index<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Puts many new prompts into the index at once.
+pub async fn index_many<C: ConnectionTrait>(
+    db: &C,
+    entries: &[(i64, String, String)],
+) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for chunk in entries.chunks(500) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (i, (seq, scope, doc)) in chunk.iter().enumerate() {
+            let n = i * 3;
+            rows.push(match backend {
+                DbBackend::Postgres => format!(
+                    "(${}, setweight(to_tsvector('simple', ${}), 'A') || setweight(to_tsvector('simple', ${}), 'D'))",
+                    n + 1,
+                    n + 2,
+                    n + 3
+                ),
+                _ => "(?, ?, ?)".to_owned(),
+            });
+            values.extend([
+                Value::from(*seq),
+                Value::from(scope.clone()),
+                Value::from(doc.clone()),
+            ]);
+        }
+        let sql = match backend {
+            DbBackend::Postgres => format!(
+                "INSERT INTO prompt_search (seq, tsv) VALUES {}",
+                rows.join(", ")
+            ),
+            _ => format!(
+                "INSERT INTO prompt_fts (rowid, scope, doc) VALUES {}",
+                rows.join(", ")
+            ),
+        };
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn unindex<C: ConnectionTrait>(db: &C, seq: i64) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let sql = match backend {

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub users: SocketAddr,
     pub business: SocketAddr,
     pub client: reqwest::Client,
+    /// business-service's database, for tests that reach the store directly.
+    pub business_db: String,
     shutdown: CancellationToken,
     _databases: testkit::Databases,
 }
@@ -66,8 +68,9 @@ impl TestApp {
             jwks_url: format!("http://{}/.well-known/jwks.json", user_service.local_addr),
             ..Default::default()
         };
+        let business_db = databases.url("business");
         business.database = DatabaseSettings {
-            url: Some(databases.url("business")),
+            url: Some(business_db.clone()),
             ..Default::default()
         };
         configure(&mut business);
@@ -81,6 +84,7 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            business_db,
             shutdown,
             _databases: databases,
         }

@@ -476,3 +476,67 @@ async fn categories_start_as_in_the_original_and_deleting_one_keeps_its_prompts(
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+on_both_backends!(bulk_created_prompts_are_like_any_other);
+
+/// The bulk path (generated libraries, benchmarks) stores what the API would.
+async fn bulk_created_prompts_are_like_any_other(backend: Backend) {
+    use business_service::storage::Store;
+    use business_service::storage::prompts::PromptInput;
+    let app = TestApp::spawn(backend).await;
+    let alice = app.user("alice").await;
+    app.prompt(
+        &alice,
+        json!({ "title": "made by hand", "content": "bulk neighbour" }),
+    )
+    .await;
+    let owner = uuid::Uuid::parse_str(&TestApp::user_id(&alice)).unwrap();
+    let db = platform::db::connect(&app.business_db, &Default::default())
+        .await
+        .unwrap();
+    let store = Store::new(db);
+    let inputs: Vec<PromptInput> = (0..1200)
+        .map(|i| PromptInput {
+            title: format!("bulk {i}"),
+            content: format!("批量 content number {i} with bulk words"),
+            description: None,
+            tags: vec![format!("t{}", i % 3), "bulk".into()],
+            category: None,
+            folder_id: None,
+            visibility: "private".into(),
+            status: "active".into(),
+            slug: None,
+            variables: json!([]),
+        })
+        .collect();
+    assert_eq!(store.bulk_create(owner, &inputs).await.unwrap(), 1200);
+    let (_, page) = app
+        .get("/api/business/prompts?q=批量&limit=5", &alice)
+        .await;
+    assert_eq!(page["search"]["ranked"], 1000, "{page}");
+    assert_eq!(page["search"]["limited"], true);
+    assert_eq!(
+        titles(&page),
+        [
+            "bulk 1199",
+            "bulk 1198",
+            "bulk 1197",
+            "bulk 1196",
+            "bulk 1195"
+        ]
+    );
+    let (_, tags) = app.get("/api/business/tags", &alice).await;
+    assert_eq!(tags[0], json!({ "tag": "bulk", "count": 1200 }));
+    let id = page["items"][0]["id"].as_str().unwrap();
+    let (_, versions) = app
+        .get(&format!("/api/business/prompts/{id}/versions"), &alice)
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    // A prompt made after the bulk load follows it in creation order.
+    app.prompt(&alice, json!({ "title": "after", "content": "bulk again" }))
+        .await;
+    let (_, page) = app
+        .get("/api/business/prompts?q=bulk&sort=created&limit=1", &alice)
+        .await;
+    assert_eq!(titles(&page), ["after"]);
+}
