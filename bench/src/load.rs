@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -34,6 +34,28 @@ impl Stats {
     }
 }
 
+/// One request to send: method, path, body (JSON when not empty).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: hyper::Method,
+    pub path: String,
+    pub body: bytes::Bytes,
+}
+
+impl Call {
+    pub fn get(path: &str) -> Self {
+        Self {
+            method: hyper::Method::GET,
+            path: path.to_owned(),
+            body: bytes::Bytes::new(),
+        }
+    }
+}
+
+/// Makes the `n`-th request of connection `c`.
+pub type MakeCall = std::sync::Arc<dyn Fn(usize, u64) -> Call + Send + Sync>;
+
+/// GETs `path` over `connections` connections for `duration`.
 pub async fn run(
     addr: &str,
     path: &str,
@@ -41,15 +63,34 @@ pub async fn run(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Stats> {
+    let call = Call::get(path);
+    run_calls(
+        addr,
+        token,
+        connections,
+        duration,
+        std::sync::Arc::new(move |_, _| call.clone()),
+    )
+    .await
+}
+
+/// Sends what `make` says over `connections` connections for `duration`.
+pub async fn run_calls(
+    addr: &str,
+    token: Option<&str>,
+    connections: usize,
+    duration: Duration,
+    make: MakeCall,
+) -> anyhow::Result<Stats> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for c in 0..connections {
         let addr = addr.to_owned();
-        let path = path.to_owned();
         let auth = token.map(|t| format!("Bearer {t}"));
+        let make = make.clone();
         tasks.push(tokio::spawn(async move {
-            connection(&addr, &path, auth.as_deref(), deadline).await
+            connection(&addr, auth.as_deref(), deadline, c, make).await
         }));
     }
     let mut total = Stats::default();
@@ -65,21 +106,31 @@ pub async fn run(
 
 async fn connection(
     addr: &str,
-    path: &str,
     auth: Option<&str>,
     deadline: Instant,
+    c: usize,
+    make: MakeCall,
 ) -> anyhow::Result<Stats> {
     let stream = TcpStream::connect(addr).await.context("connecting")?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut stats = Stats::default();
+    let mut n = 0u64;
     while Instant::now() < deadline {
-        let mut req = Request::get(path).header("host", addr);
+        let call = make(c, n);
+        n += 1;
+        let mut req = Request::builder()
+            .method(call.method)
+            .uri(&call.path)
+            .header("host", addr);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let req = req.body(Empty::<bytes::Bytes>::new())?;
+        if !call.body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(call.body))?;
         let sent = Instant::now();
         let response = sender.send_request(req).await?;
         let status = response.status();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod library;
 mod load;
 mod tokens;
 
@@ -46,6 +47,19 @@ enum Bench {
     },
     /// Resident memory of an idle `promptflow up` against an empty axum server.
     Memory,
+    /// business-service on a generated library: search latency, create/update/render
+    /// throughput, on SQLite and PostgreSQL.
+    Library {
+        #[arg(long, default_value_t = 1_000_000)]
+        prompts: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+        postgres: String,
+        /// Only this backend (sqlite or postgresql).
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -65,6 +79,12 @@ fn main() -> anyhow::Result<()> {
             postgres,
         } => runtime.block_on(me(rounds, seconds, connections, &postgres)),
         Bench::Memory => runtime.block_on(memory()),
+        Bench::Library {
+            prompts,
+            rounds,
+            postgres,
+            only,
+        } => runtime.block_on(library::run(prompts, rounds, &postgres, only.as_deref())),
         Bench::All => {
             tokens::run(5, 1.0)?;
             runtime.block_on(me(5, 3.0, 32, "postgres://postgres@127.0.0.1:5432"))?;

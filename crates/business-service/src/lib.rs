@@ -57,8 +57,12 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
     if let Err(e) = verifier.refresh().await {
         tracing::warn!(error = %e, url = %settings.jwks_url, "signing keys not fetched yet");
     }
+    let store = Store::new(db);
+    if let Err(e) = store.optimize().await {
+        tracing::warn!(error = %e, "refreshing planner statistics failed");
+    }
     Ok(AppState {
-        store: Store::new(db),
+        store,
         verifier,
         settings: Arc::new(settings),
     })
@@ -100,7 +104,8 @@ pub async fn run(
     serving.task.await.context("business-service task")?
 }
 
-/// Every hour: purge prompts that have been in the trash longer than the retention.
+/// Every hour: purge prompts that have been in the trash longer than the retention, and
+/// refresh the planner's statistics.
 async fn maintain(state: AppState, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(Duration::from_secs(3600));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -115,6 +120,9 @@ async fn maintain(state: AppState, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "trash emptied of old prompts"),
             Err(e) => tracing::warn!(error = %e, "purging the trash failed; will retry"),
+        }
+        if let Err(e) = state.store.optimize().await {
+            tracing::warn!(error = %e, "refreshing planner statistics failed");
         }
     }
 }

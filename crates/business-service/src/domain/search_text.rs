@@ -459,6 +459,14 @@ fn find_matches(chars: &[char], clusters: &[(usize, usize)], query: &Query) -> V
         .map(|(i, term)| (term.as_str(), i))
         .collect();
     let prefix_key = query.terms.len();
+    // Snowball English only rewrites word endings: a word whose first two letters start no
+    // term (and not the prefix) cannot match, and is not stemmed at all.
+    let heads: Vec<String> = query
+        .terms
+        .iter()
+        .chain(query.prefix.iter())
+        .map(|t| t.chars().take(2).collect())
+        .collect();
     // Stream range -> original char range, through the clusters the chars came from.
     let span = |from: usize, to: usize| (clusters[stream[from].1].0, clusters[stream[to - 1].1].1);
 
@@ -481,6 +489,9 @@ fn find_matches(chars: &[char], clusters: &[(usize, usize)], query: &Query) -> V
             }
         } else {
             let word: String = run_chars(&stream, &run).collect();
+            if !heads.iter().any(|h| word.starts_with(h.as_str())) {
+                continue;
+            }
             let token = word_token(word.chars(), &stemmer);
             let key = keys.get(token.as_str()).copied().or_else(|| {
                 query

@@ -26,6 +26,14 @@ use crate::storage::prompts::{Ranked, Record, cursor_key};
 pub const LIMIT_DEFAULT: u64 = 20;
 pub const LIMIT_MAX: u64 = 100;
 const SNIPPET_CHARS: usize = 160;
+/// A snippet is looked for in this much of a long text.
+const SNIPPET_SCAN_CHARS: usize = 20_000;
+
+fn head(text: &str, chars: usize) -> &str {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text, |(i, _)| &text[..i])
+}
 const QUERY_MAX_CHARS: usize = 200;
 
 /// The parameters of a list, parsed from the query string (tags may repeat).
@@ -400,7 +408,7 @@ fn best_snippet(r: &Record, query: &Query) -> Option<FieldSnippet> {
     ]
     .into_iter()
     .find_map(|(field, text)| {
-        text.and_then(|t| search_text::snippet(t, query, SNIPPET_CHARS))
+        text.and_then(|t| search_text::snippet(head(t, SNIPPET_SCAN_CHARS), query, SNIPPET_CHARS))
             .map(|snippet| FieldSnippet { field, snippet })
     })
 }

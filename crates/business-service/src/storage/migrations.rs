@@ -125,8 +125,6 @@ impl MigrationTrait for M0001Initial {
                 .col(string_len(Prompts::Title, 200))
                 .col(string_len(Prompts::TitleKey, 200))
                 .col(string_len_null(Prompts::Slug, 64))
-                .col(text(Prompts::Content))
-                .col(text_null(Prompts::Description))
                 .col(string_len_null(Prompts::Category, 64))
                 .col(string_len_null(Prompts::CategoryKey, 64))
                 .col(uuid_null(Prompts::FolderId))
@@ -136,13 +134,18 @@ impl MigrationTrait for M0001Initial {
                 .col(big_integer(Prompts::Revision))
                 .col(big_integer(Prompts::UsageCount))
                 .col(timestamp_with_time_zone_null(Prompts::LastUsedAt))
-                .col(json_binary(Prompts::Variables))
                 .col(text(Prompts::SearchTitle))
                 .col(text(Prompts::SearchTags))
                 .col(text(Prompts::SearchDesc))
                 .col(timestamp_with_time_zone(Prompts::CreatedAt))
                 .col(timestamp_with_time_zone(Prompts::UpdatedAt))
                 .col(timestamp_with_time_zone_null(Prompts::DeletedAt))
+                // The long columns last: SQLite reads a row's columns in order, through the
+                // overflow pages of any long one before, so ranking (which reads only the
+                // short ones) stays off the prompt text.
+                .col(json_binary(Prompts::Variables))
+                .col(text_null(Prompts::Description))
+                .col(text(Prompts::Content))
                 .to_owned(),
         )
         .await?;

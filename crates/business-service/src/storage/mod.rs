@@ -25,6 +25,26 @@ impl Store {
     pub fn db(&self) -> &Db {
         &self.db
     }
+
+    /// Refreshes the statistics the query planners choose indexes by. Without them, a
+    /// planner takes "this user's prompts" for a handful of rows, and a search over a large
+    /// library scans it whole instead of looking up its candidates.
+    pub async fn optimize(&self) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait;
+        let db = self.db.write();
+        match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                db.execute_unprepared("ANALYZE prompts, prompt_search, prompt_tags, favorites")
+                    .await?;
+            }
+            _ => {
+                // Sampled statistics, over every table (0x10000), as SQLite recommends.
+                db.execute_unprepared("PRAGMA analysis_limit=1000; PRAGMA optimize=0x10002")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a write did not happen.

@@ -473,6 +473,15 @@ impl Store {
         Ok(n)
     }
 
+    /// How many prompts `owner` has (the trash included).
+    pub async fn count_owned(&self, owner: Uuid) -> Result<u64, DbErr> {
+        use sea_orm::PaginatorTrait;
+        Prompts::find()
+            .filter(prompts::Column::OwnerId.eq(owner))
+            .count(self.db.read())
+            .await
+    }
+
     pub async fn record_use(&self, id: Uuid) -> Result<Option<Prompt>, DbErr> {
         let now = platform::clock::now();
         let result = Prompts::update_many()

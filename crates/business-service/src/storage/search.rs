@@ -87,6 +87,16 @@ impl ScopeQuery {
     }
 }
 
+/// FTS5 walks a match list quickly only forwards (backwards it cannot skip ahead), so on
+/// SQLite a prompt is filed under `i64::MAX - seq`: the newest prompt has the lowest rowid,
+/// and "newest first" is the fast direction. The mapping is its own inverse.
+fn index_key(backend: DbBackend, seq: i64) -> i64 {
+    match backend {
+        DbBackend::Postgres => seq,
+        _ => i64::MAX - seq,
+    }
+}
+
 /// Puts a prompt into the index, replacing what was there.
 pub async fn index<C: ConnectionTrait>(
     db: &C,
@@ -110,7 +120,11 @@ pub async fn index<C: ConnectionTrait>(
             db.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
                 "INSERT INTO prompt_fts (rowid, scope, doc) VALUES (?, ?, ?)",
-                [seq.into(), scope.into(), doc.into()],
+                [
+                    index_key(DbBackend::Sqlite, seq).into(),
+                    scope.into(),
+                    doc.into(),
+                ],
             ))
             .await?;
         }
@@ -139,7 +153,7 @@ pub async fn index_many<C: ConnectionTrait>(
                 _ => "(?, ?, ?)".to_owned(),
             });
             values.extend([
-                Value::from(*seq),
+                Value::from(index_key(backend, *seq)),
                 Value::from(scope.clone()),
                 Value::from(doc.clone()),
             ]);
@@ -166,8 +180,12 @@ pub async fn unindex<C: ConnectionTrait>(db: &C, seq: i64) -> Result<(), DbErr> 
         DbBackend::Postgres => "DELETE FROM prompt_search WHERE seq = $1",
         _ => "DELETE FROM prompt_fts WHERE rowid = ?",
     };
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, [seq.into()]))
-        .await?;
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [index_key(backend, seq).into()],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -186,7 +204,7 @@ pub async fn candidates<C: ConnectionTrait>(
             tsquery(scope, query),
         ),
         _ => (
-            "SELECT rowid FROM prompt_fts WHERE prompt_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+            "SELECT rowid FROM prompt_fts WHERE prompt_fts MATCH ? ORDER BY rowid LIMIT ?",
             fts5_query(scope, query),
         ),
     };
@@ -197,7 +215,9 @@ pub async fn candidates<C: ConnectionTrait>(
             [Value::from(expr), Value::from(i64::from(limit))],
         ))
         .await?;
-    rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
+    rows.iter()
+        .map(|r| r.try_get_by_index::<i64>(0).map(|k| index_key(backend, k)))
+        .collect()
 }
 
 // Every token is letters and digits only (see `search_text`), so quoting cannot be broken
