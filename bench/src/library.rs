@@ -306,6 +306,8 @@ async fn measure(
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("business.db").display()));
     let loaded = load_library(&business_url, owner, prompts).await?;
+    // Loading can outlast an access token.
+    let token = load::login(&users.addr).await?;
 
     let mut business_env = vec![(
         "PROMPTFLOW_BUSINESS__JWKS_URL",

@@ -39,7 +39,7 @@ impl Store {
             }
             _ => {
                 // Sampled statistics, over every table (0x10000), as SQLite recommends.
-                db.execute_unprepared("PRAGMA analysis_limit=1000; PRAGMA optimize=0x10002")
+                db.execute_unprepared("PRAGMA analysis_limit=20000; PRAGMA optimize=0x10002")
                     .await?;
             }
         }

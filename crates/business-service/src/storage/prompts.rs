@@ -75,10 +75,16 @@ pub struct Change {
     pub restored_from: Option<i32>,
 }
 
-/// The light columns a search ranks and pages by.
+/// The light columns a search filters, ranks and pages by.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Ranked {
     pub id: Uuid,
+    pub owner_id: Uuid,
+    pub visibility: String,
+    pub status: String,
+    pub folder_id: Option<Uuid>,
+    pub category_key: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub title_key: String,
@@ -631,11 +637,19 @@ impl Store {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        // The index answered for scope and words; the table confirms every filter.
-        Prompts::find()
+        // The index answered for scope and words; the rows confirm every filter. The query
+        // looks rows up by `seq` alone and the filters run here: with other conditions in
+        // the SQL, a planner with stale statistics may walk the owner's whole library.
+        let rows = Prompts::find()
             .select_only()
             .columns([
                 prompts::Column::Id,
+                prompts::Column::OwnerId,
+                prompts::Column::Visibility,
+                prompts::Column::Status,
+                prompts::Column::FolderId,
+                prompts::Column::CategoryKey,
+                prompts::Column::DeletedAt,
                 prompts::Column::UpdatedAt,
                 prompts::Column::CreatedAt,
                 prompts::Column::TitleKey,
@@ -645,10 +659,37 @@ impl Store {
                 prompts::Column::SearchDesc,
             ])
             .filter(prompts::Column::Seq.is_in(seqs))
-            .filter(conditions(scope, filter))
             .into_model::<Ranked>()
             .all(self.db.read())
-            .await
+            .await?;
+        let mut rows: Vec<Ranked> = rows
+            .into_iter()
+            .filter(|r| admits(scope, filter, r))
+            .collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let favorites_of = match scope {
+            Scope::Favorites(user) => Some(*user),
+            _ => filter.favorite_of,
+        };
+        if let Some(user) = favorites_of {
+            let favorites = self.favorites_among(user, &ids).await?;
+            rows.retain(|r| favorites.contains(&r.id));
+        }
+        if !filter.tags.is_empty() {
+            let wanted: Vec<String> = filter.tags.iter().map(|t| key(t)).collect();
+            let tags = tags_of(self.db.read(), &ids).await?;
+            rows.retain(|r| {
+                let have: Vec<String> = tags
+                    .get(&r.id)
+                    .map_or_else(Vec::new, |t| t.iter().map(|t| key(t)).collect());
+                if filter.all_tags {
+                    wanted.iter().all(|w| have.contains(w))
+                } else {
+                    wanted.iter().any(|w| have.contains(w))
+                }
+            });
+        }
+        Ok(rows)
     }
 
     /// Prompts of `owner` in any of `folders` (not in the trash), for moves.
@@ -890,6 +931,40 @@ fn conditions(scope: &Scope, f: &Filter) -> Condition {
     c
 }
 
+/// The filters of `conditions`, but for favourites and tags, on one row.
+fn admits(scope: &Scope, f: &Filter, r: &Ranked) -> bool {
+    let in_scope = match scope {
+        Scope::Owner(owner) => r.owner_id == *owner,
+        Scope::PublicOf(owner) => r.owner_id == *owner && r.visibility == "public",
+        Scope::Public => r.visibility == "public",
+        Scope::Favorites(user) => {
+            r.owner_id == *user || r.visibility == "public" || r.visibility == "unlisted"
+        }
+    };
+    let status = match f.status {
+        StatusFilter::Deleted => r.deleted_at.is_some(),
+        StatusFilter::All => r.deleted_at.is_none(),
+        StatusFilter::Active => r.deleted_at.is_none() && r.status == "active",
+        StatusFilter::Archived => r.deleted_at.is_none() && r.status == "archived",
+    };
+    let folder = match f.folder {
+        Some(FolderFilter::In(id)) => r.folder_id == Some(id),
+        Some(FolderFilter::None) => r.folder_id.is_none(),
+        None => true,
+    };
+    in_scope
+        && status
+        && folder
+        && f.visibility.as_ref().is_none_or(|v| &r.visibility == v)
+        && f.category
+            .as_ref()
+            .is_none_or(|c| r.category_key.as_deref() == Some(key(c).as_str()))
+        && f.updated_after.is_none_or(|t| r.updated_at >= t)
+        && f.updated_before.is_none_or(|t| r.updated_at < t)
+        && f.created_after.is_none_or(|t| r.created_at >= t)
+        && f.created_before.is_none_or(|t| r.created_at < t)
+}
+
 /// The same filters as index scope tokens, where the index has them.
 fn scope_query(scope: &Scope, f: &Filter) -> ScopeQuery {
     let mut q = ScopeQuery::default();
@@ -968,6 +1043,12 @@ impl From<&Prompt> for Ranked {
     fn from(p: &Prompt) -> Self {
         Ranked {
             id: p.id,
+            owner_id: p.owner_id,
+            visibility: p.visibility.clone(),
+            status: p.status.clone(),
+            folder_id: p.folder_id,
+            category_key: p.category_key.clone(),
+            deleted_at: p.deleted_at,
             updated_at: p.updated_at,
             created_at: p.created_at,
             title_key: p.title_key.clone(),
