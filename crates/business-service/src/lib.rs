@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::Router;
 use platform::auth::TokenVerifier;
-use platform::server::{Check, Service, Serving};
+use platform::server::{Service, Serving};
 use platform::settings::Common;
 use tokio_util::sync::CancellationToken;
 
@@ -69,11 +69,7 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
 }
 
 pub fn router(state: AppState, common: &Common) -> Router {
-    let db = state.store.db().clone();
-    let database: Check = Arc::new(move || {
-        let db = db.clone();
-        Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-    });
+    let database = platform::server::database_check(state.store.db().clone());
     platform::server::app(
         Service {
             name: NAME,

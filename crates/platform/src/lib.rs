@@ -9,5 +9,6 @@ pub mod problem;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
+pub mod text;
 
 pub use problem::{FieldError, Problem};

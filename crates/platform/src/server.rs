@@ -31,6 +31,14 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// A readiness check: `Ok` when the dependency answers.
 pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// The readiness check of a service's database.
+pub fn database_check(db: crate::db::Db) -> Check {
+    Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
 /// A service, ready to be served: its routes (state applied) and what its readiness
 /// depends on.
 pub struct Service {

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use axum::Router;
 use chrono::Duration;
 use platform::auth::TokenVerifier;
-use platform::server::{Check, Service, Serving};
+use platform::server::{Service, Serving};
 use platform::settings::Common;
 use tokio_util::sync::CancellationToken;
 
@@ -171,11 +171,7 @@ async fn seed(state: &AppState) -> anyhow::Result<()> {
 
 /// The whole HTTP app of user-service.
 pub fn router(state: AppState, common: &Common) -> Router {
-    let db = state.store.db().clone();
-    let database: Check = Arc::new(move || {
-        let db = db.clone();
-        Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-    });
+    let database = platform::server::database_check(state.store.db().clone());
     platform::server::app(
         Service {
             name: NAME,

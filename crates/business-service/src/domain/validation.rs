@@ -15,10 +15,7 @@ pub const MESSAGE_MAX: usize = 500;
 pub const VISIBILITIES: &[&str] = &["private", "unlisted", "public"];
 pub const STATUSES: &[&str] = &["active", "archived"];
 
-fn hostile(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}' | '\u{FEFF}')
-}
+use platform::text::is_hostile as hostile;
 
 fn chars(s: &str) -> usize {
     s.chars().count()

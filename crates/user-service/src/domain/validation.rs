@@ -47,10 +47,7 @@ fn chars(s: &str) -> usize {
 
 /// Characters never accepted in names: controls, bidi overrides and isolates, zero-width
 /// joiners, byte-order marks.
-fn is_hostile(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}' | '\u{FEFF}')
-}
+use platform::text::is_hostile;
 
 pub fn username(s: &str) -> Result<(), String> {
     let n = chars(s);
