@@ -181,6 +181,7 @@ fn prompt(i: u64, total: u64, hanzi: &[char]) -> PromptInput {
         .into_iter()
         .collect();
     PromptInput {
+        id: None,
         title: title.chars().take(200).collect(),
         description,
         tags,

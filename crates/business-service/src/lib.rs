@@ -5,6 +5,7 @@
 //! migrate, and serve until shutdown. Callers are verified against user-service's JWKS.
 
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod settings;
 pub mod storage;
@@ -57,7 +58,8 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
     if let Err(e) = verifier.refresh().await {
         tracing::warn!(error = %e, url = %settings.jwks_url, "signing keys not fetched yet");
     }
-    let store = Store::new(db);
+    let relay = platform::events::outbox::Relay::new(db.clone(), common.events.clone(), NAME);
+    let store = Store::with_relay(db, relay);
     if let Err(e) = store.optimize().await {
         tracing::warn!(error = %e, "refreshing planner statistics failed");
     }
@@ -65,16 +67,18 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
         store,
         verifier,
         settings: Arc::new(settings),
+        live: events::Live::default(),
     })
 }
 
 pub fn router(state: AppState, common: &Common) -> Router {
     let database = platform::server::database_check(state.store.db().clone());
+    let events = common.events.readiness();
     platform::server::app(
         Service {
             name: NAME,
             routes: http::routes(state),
-            checks: vec![("database", database)],
+            checks: vec![("database", database), ("events", events)],
         },
         &common.http,
     )
@@ -88,6 +92,17 @@ pub async fn start(
     let listen = settings.listen;
     let state = build(settings, common).await?;
     tokio::spawn(maintain(state.clone(), shutdown.clone()));
+    if let Some(relay) = state.store.relay() {
+        relay.spawn(shutdown.clone());
+    }
+    events::start(
+        &common.events,
+        state.store.clone(),
+        state.live.clone(),
+        &state.settings,
+        shutdown.clone(),
+    )
+    .await;
     platform::server::start(NAME, listen, router(state, common), &common.http, shutdown).await
 }
 

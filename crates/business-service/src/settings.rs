@@ -26,6 +26,10 @@ pub struct Settings {
     pub search_candidates: u32,
     /// Largest import accepted, in bytes.
     pub import_limit: usize,
+    /// Prompts a newly provisioned library may hold.
+    pub default_quota: u64,
+    /// New libraries get a starter folder with a few example prompts.
+    pub starter_content: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +44,8 @@ impl Default for Settings {
             trash_retention_days: 30,
             search_candidates: 1000,
             import_limit: 32 * 1024 * 1024,
+            default_quota: 100_000,
+            starter_content: true,
         }
     }
 }

@@ -147,6 +147,8 @@ impl DatabaseSettings {
 pub struct Common {
     pub data_dir: PathBuf,
     pub http: HttpSettings,
+    /// The event bus every service of this process publishes to and consumes from.
+    pub events: crate::events::EventBus,
 }
 
 impl Default for Common {
@@ -154,6 +156,7 @@ impl Default for Common {
         Self {
             data_dir: PathBuf::from("data"),
             http: HttpSettings::default(),
+            events: crate::events::EventBus::default(),
         }
     }
 }

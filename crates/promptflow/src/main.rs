@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use platform::events::{EventBus, EventSettings};
 use platform::server::Serving;
 use platform::settings::{Common, HttpSettings, LogSettings};
 use serde::Deserialize;
@@ -54,6 +55,7 @@ struct Settings {
     data_dir: Option<PathBuf>,
     log: LogSettings,
     http: HttpSettings,
+    events: EventSettings,
     user: user_service::Settings,
     business: business_service::Settings,
 }
@@ -105,7 +107,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    settings
+        .events
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     let common = Common {
+        events: EventBus::new(&settings.events),
         data_dir: cli
             .data_dir
             .or(settings.data_dir)

@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod http;
 pub mod passwords;
+pub mod sagas;
 pub mod settings;
 pub mod storage;
 pub mod tokens;
@@ -34,6 +35,10 @@ use crate::tokens::Issuer;
 
 pub const NAME: &str = "user-service";
 
+/// A saga is compensated this long after its deadline, so that an answer sent just
+/// before the deadline, or a clock a little ahead elsewhere, still counts.
+const SAGA_GRACE: Duration = Duration::seconds(5);
+
 fn secs(value: u64) -> Duration {
     Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX / 4))
 }
@@ -52,6 +57,12 @@ fn check_settings(s: &Settings) -> anyhow::Result<()> {
         bail!(
             "invalid setting: user.refresh_token_ttl_secs must be at least user.access_token_ttl_secs"
         );
+    }
+    if !(5..=86_400).contains(&s.saga_timeout_secs) {
+        bail!("invalid setting: user.saga_timeout_secs must be 5 to 86400");
+    }
+    if s.saga_wait_ms > 60_000 {
+        bail!("invalid setting: user.saga_wait_ms must be at most 60000");
     }
     if s.key_rotation_interval_secs != 0 && s.key_rotation_interval_secs < 3600 {
         bail!("invalid setting: user.key_rotation_interval_secs must be 0 (off) or at least 3600");
@@ -112,12 +123,16 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
         }),
     );
     verifier.refresh().await?;
+    let relay =
+        platform::events::outbox::Relay::new(store.db().clone(), common.events.clone(), NAME);
     let state = AppState {
         store,
         issuer,
         verifier,
         passwords,
         settings: Arc::new(settings),
+        relay,
+        waiters: sagas::Waiters::default(),
     };
     seed(&state).await?;
     Ok(state)
@@ -144,7 +159,10 @@ async fn seed(state: &AppState) -> anyhow::Result<()> {
             .await
         {
             Ok(user) => {
-                tracing::info!(user_id = %user.id, username = %user.username, "bootstrap administrator created")
+                tracing::info!(user_id = %user.id, username = %user.username, "bootstrap administrator created");
+                if state.settings.provision_library {
+                    state.store.announce(&user).await?;
+                }
             }
             Err(CreateUserError::EmailTaken) => bail!(
                 "user.bootstrap_admin.email {} belongs to another account",
@@ -172,11 +190,12 @@ async fn seed(state: &AppState) -> anyhow::Result<()> {
 /// The whole HTTP app of user-service.
 pub fn router(state: AppState, common: &Common) -> Router {
     let database = platform::server::database_check(state.store.db().clone());
+    let events = state.relay.bus().readiness();
     platform::server::app(
         Service {
             name: NAME,
             routes: http::routes(state),
-            checks: vec![("database", database)],
+            checks: vec![("database", database), ("events", events)],
         },
         &common.http,
     )
@@ -192,6 +211,15 @@ pub async fn start(
     let listen = settings.listen;
     let state = build(settings, common).await?;
     tokio::spawn(maintain(state.clone(), shutdown.clone()));
+    state.relay.spawn(shutdown.clone());
+    sagas::start(
+        state.store.clone(),
+        state.relay.clone(),
+        state.waiters.clone(),
+        SAGA_GRACE,
+        shutdown.clone(),
+    )
+    .await;
     platform::server::start(NAME, listen, router(state, common), &common.http, shutdown).await
 }
 

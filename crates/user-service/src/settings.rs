@@ -27,6 +27,15 @@ pub struct Settings {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Service accounts kept in step with this list at start (client credentials).
     pub service_accounts: Vec<ServiceAccountSeed>,
+    /// New accounts stay `pending` until business-service has provisioned their library
+    /// (the registration saga). Off only for a user-service deployed without it.
+    pub provision_library: bool,
+    /// business-service must answer a saga step within this; past it (and a few seconds'
+    /// grace) the saga is compensated.
+    pub saga_timeout_secs: u64,
+    /// Registering (and deleting an account) waits this long for the saga to settle before
+    /// answering `202 Accepted` with the account still pending.
+    pub saga_wait_ms: u64,
 }
 
 impl Default for Settings {
@@ -43,6 +52,9 @@ impl Default for Settings {
             login_throttle: LoginThrottleSettings::default(),
             bootstrap_admin: None,
             service_accounts: Vec::new(),
+            provision_library: true,
+            saga_timeout_secs: 60,
+            saga_wait_ms: 5000,
         }
     }
 }

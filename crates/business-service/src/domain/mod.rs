@@ -4,5 +4,6 @@ pub mod diff;
 pub mod listing;
 pub mod portable;
 pub mod search_text;
+pub mod starter;
 pub mod template;
 pub mod validation;

@@ -46,6 +46,13 @@ impl From<WriteError> for Error {
                     .detail("another of your prompts (perhaps one in the trash) has this slug")
                     .into()
             }
+            WriteError::IdTaken => {
+                Problem::new(StatusCode::CONFLICT, "id-taken", "The id is taken")
+                    .detail(
+                        "something already has this id; create it without one, or with a new UUID",
+                    )
+                    .into()
+            }
             WriteError::UnknownFolder => {
                 Problem::invalid_field("folder_id", "no folder of yours has this id").into()
             }

@@ -91,6 +91,9 @@ pub async fn get(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewFolder {
+    /// Chosen by the client (offline devices do); a new UUIDv7 if absent.
+    #[serde(default)]
+    id: Option<Uuid>,
     name: String,
     #[serde(default)]
     parent_id: Option<Uuid>,
@@ -134,11 +137,14 @@ pub async fn create(
         .store
         .create_folder(
             caller.user_id()?,
-            &name,
-            body.parent_id,
-            body.position,
-            body.color,
-            body.icon,
+            crate::storage::folders::NewFolder {
+                id: body.id,
+                name,
+                parent: body.parent_id,
+                position: body.position,
+                color: body.color,
+                icon: body.icon,
+            },
         )
         .await
         .map_err(parent_error)?;
@@ -168,9 +174,20 @@ pub struct Changes {
 
 /// Renames, moves (under another folder or to the top), reorders or restyles a folder.
 pub async fn update(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<Uuid>,
+    body: Json<Changes>,
+) -> Result<Json<FolderView>> {
+    update_expecting(state, caller, id, None, body).await
+}
+
+/// [`update`], only if the folder's revision is still `expected` (a synced device's edit).
+pub(super) async fn update_expecting(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    expected: Option<i64>,
     Json(body): Json<Changes>,
 ) -> Result<Json<FolderView>> {
     caller.require(WRITE)?;
@@ -200,6 +217,7 @@ pub async fn update(
                 position: body.position,
                 color: body.color,
                 icon: body.icon,
+                expected_revision: expected,
             },
         )
         .await
@@ -223,6 +241,14 @@ pub struct DeleteParams {
     /// that holds anything is not deleted.
     #[serde(default)]
     prompts: Option<String>,
+}
+
+impl DeleteParams {
+    pub(super) fn move_to_parent() -> Self {
+        Self {
+            prompts: Some("move_to_parent".into()),
+        }
+    }
 }
 
 pub async fn remove(

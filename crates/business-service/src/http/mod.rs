@@ -7,6 +7,7 @@ mod folders;
 mod includes;
 mod list;
 mod prompts;
+mod sync;
 mod tags;
 mod transfer;
 mod versions;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub store: Store,
     pub verifier: TokenVerifier,
     pub settings: Arc<Settings>,
+    /// Changes to push to this instance's live sync streams.
+    pub live: crate::events::Live,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -96,6 +99,9 @@ pub fn routes(state: AppState) -> Router {
             "/api/business/categories/{id}",
             patch(categories::update).delete(categories::remove),
         )
+        .route("/api/business/sync/changes", get(sync::changes))
+        .route("/api/business/sync/push", post(sync::push))
+        .route("/api/business/sync/stream", get(sync::stream))
         .route("/api/business/export", get(transfer::export))
         .route(
             "/api/business/import",
@@ -105,5 +111,28 @@ pub fn routes(state: AppState) -> Router {
                     .layer(DefaultBodyLimit::max(import_limit)),
             ),
         )
+        .layer(axum::middleware::from_fn(with_device))
         .with_state(state)
+}
+
+/// Tags the request's changes with the device that made them (`X-Device-Id`), so that
+/// device's live stream does not echo them back.
+async fn with_device(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let device = req
+        .headers()
+        .get("x-device-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|d| {
+            !d.is_empty()
+                && d.len() <= 128
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+        .map(str::to_owned);
+    crate::storage::changes::DEVICE
+        .scope(device, next.run(req))
+        .await
 }

@@ -33,6 +33,9 @@ where
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptBody {
+    /// For a new prompt only: its id, chosen by the client (offline devices do).
+    #[serde(default)]
+    id: Option<Uuid>,
     title: String,
     content: String,
     #[serde(default)]
@@ -91,6 +94,7 @@ impl PromptBody {
     fn into_input(self) -> (PromptInput, Option<bool>, Option<String>) {
         (
             PromptInput {
+                id: self.id,
                 title: self.title.trim().to_owned(),
                 content: self.content,
                 description: trimmed(self.description),
@@ -301,6 +305,9 @@ pub async fn replace(
         return Err(stale(current.prompt.revision).into());
     }
     let (mut input, favorite, message) = body.into_input();
+    if input.id.is_some_and(|given| given != id) {
+        return Err(Problem::invalid_field("id", "a prompt's id cannot change").into());
+    }
     prepare(
         &state,
         &caller,
@@ -444,7 +451,7 @@ fn in_trash() -> Problem {
     .detail("restore it (POST …/restore) before changing it")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     #[serde(default)]

@@ -21,7 +21,7 @@ use crate::domain::portable::{self, Item, Library, PortableFolder, PortablePromp
 use crate::domain::search_text;
 use crate::domain::validation as v;
 use crate::storage::WriteError;
-use crate::storage::folders::Folder;
+use crate::storage::folders::{Folder, NewFolder};
 use crate::storage::prompts::{Change, PromptInput, Record};
 
 /// Folder id → its path from the root ("Work/Emails").
@@ -294,6 +294,7 @@ async fn import_one(
         None => None,
     };
     let mut input = PromptInput {
+        id: None,
         title: p.title.trim().to_owned(),
         content: p.content,
         description: p
@@ -437,7 +438,17 @@ impl FolderCache {
                     };
                     let folder = state
                         .store
-                        .create_folder(owner, name, parent, position, color, icon)
+                        .create_folder(
+                            owner,
+                            NewFolder {
+                                id: None,
+                                name: (*name).to_owned(),
+                                parent,
+                                position,
+                                color,
+                                icon,
+                            },
+                        )
                         .await
                         .map_err(|e| format!("folder `{so_far}`: {e}"))?;
                     self.by_path.insert(so_far.to_lowercase(), folder.id);

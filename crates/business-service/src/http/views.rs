@@ -138,6 +138,8 @@ impl From<Version> for VersionView {
 #[derive(Debug, Serialize)]
 pub struct FolderView {
     pub id: Uuid,
+    /// Bumped by every change; what a device's offline edit is based on.
+    pub revision: i64,
     pub parent_id: Option<Uuid>,
     pub name: String,
     pub position: i32,
@@ -153,6 +155,7 @@ impl From<Folder> for FolderView {
     fn from(f: Folder) -> Self {
         Self {
             id: f.id,
+            revision: f.revision,
             parent_id: f.parent_id,
             name: f.name,
             position: f.position,

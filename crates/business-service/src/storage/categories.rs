@@ -146,6 +146,7 @@ impl Store {
         model.updated_at = Set(platform::clock::now());
         let category = model.update(&txn).await?;
         txn.commit().await?;
+        self.wake();
         Ok(category)
     }
 
@@ -166,6 +167,7 @@ impl Store {
         let moved = move_prompts(&txn, owner, &current.name_key, SYSTEM).await?;
         Categories::delete_by_id(id).exec(&txn).await?;
         txn.commit().await?;
+        self.wake();
         Ok(moved)
     }
 }
@@ -194,5 +196,6 @@ async fn move_prompts<C: ConnectionTrait>(
     for id in &ids {
         super::prompts::reindex_prompt(db, *id).await?;
     }
+    super::changes::touch_prompts(db, &ids).await?;
     Ok(ids.len() as u64)
 }

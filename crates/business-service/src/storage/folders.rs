@@ -26,6 +26,21 @@ pub struct FolderChanges {
     pub position: Option<i32>,
     pub color: Option<Option<String>>,
     pub icon: Option<Option<String>>,
+    /// Change only if the folder's revision is still this (a device's offline edit).
+    pub expected_revision: Option<i64>,
+}
+
+/// A folder to create.
+#[derive(Debug, Default)]
+pub struct NewFolder {
+    /// Chosen by the client (an offline device); None: a new UUIDv7.
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub parent: Option<Uuid>,
+    /// Order among siblings; None: after the last.
+    pub position: Option<i32>,
+    pub color: Option<String>,
+    pub icon: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,16 +113,22 @@ impl Store {
         Ok((prompts, children))
     }
 
-    pub async fn create_folder(
-        &self,
-        owner: Uuid,
-        name: &str,
-        parent: Option<Uuid>,
-        position: Option<i32>,
-        color: Option<String>,
-        icon: Option<String>,
-    ) -> Result<Folder, WriteError> {
+    pub async fn create_folder(&self, owner: Uuid, new: NewFolder) -> Result<Folder, WriteError> {
+        let NewFolder {
+            id,
+            name,
+            parent,
+            position,
+            color,
+            icon,
+        } = new;
+        let name = name.as_str();
         let txn = self.db.write().begin().await?;
+        if let Some(id) = id
+            && Folders::find_by_id(id).one(&txn).await?.is_some()
+        {
+            return Err(WriteError::IdTaken);
+        }
         if let Some(p) = parent {
             if owned(&txn, owner, p).await?.is_none() {
                 return Err(WriteError::UnknownFolder);
@@ -135,7 +156,7 @@ impl Store {
         };
         let now = platform::clock::now();
         let folder = folders::ActiveModel {
-            id: Set(Uuid::now_v7()),
+            id: Set(id.unwrap_or_else(Uuid::now_v7)),
             owner_id: Set(owner),
             parent_id: Set(parent),
             parent_key: Set(parent_key(parent)),
@@ -151,7 +172,9 @@ impl Store {
         .insert(&txn)
         .await
         .map_err(map_unique)?;
+        super::changes::folder(&txn, &folder, false).await?;
         txn.commit().await?;
+        self.wake();
         Ok(folder)
     }
 
@@ -163,6 +186,12 @@ impl Store {
     ) -> Result<Folder, WriteError> {
         let txn = self.db.write().begin().await?;
         let current = owned(&txn, owner, id).await?.ok_or(WriteError::NotFound)?;
+        if changes
+            .expected_revision
+            .is_some_and(|r| r != current.revision)
+        {
+            return Err(WriteError::Stale(current.revision));
+        }
         let mut model = current.clone().into_active_model();
         if let Some(name) = &changes.name {
             model.name = Set(name.clone());
@@ -200,7 +229,9 @@ impl Store {
         model.revision = Set(current.revision + 1);
         model.updated_at = Set(platform::clock::now());
         let folder = model.update(&txn).await.map_err(map_unique)?;
+        super::changes::folder(&txn, &folder, false).await?;
         txn.commit().await?;
+        self.wake();
         Ok(folder)
     }
 
@@ -242,16 +273,20 @@ impl Store {
         for prompt in &prompt_ids {
             super::prompts::reindex_prompt(&txn, *prompt).await?;
         }
+        super::changes::touch_prompts(&txn, &prompt_ids).await?;
         for child in &children {
             let mut model = child.clone().into_active_model();
             model.parent_id = Set(folder.parent_id);
             model.parent_key = Set(parent_key(folder.parent_id));
             model.revision = Set(child.revision + 1);
             model.updated_at = Set(platform::clock::now());
-            model.update(&txn).await.map_err(map_unique)?;
+            let moved = model.update(&txn).await.map_err(map_unique)?;
+            super::changes::folder(&txn, &moved, false).await?;
         }
         Folders::delete_by_id(id).exec(&txn).await?;
+        super::changes::folder(&txn, &folder, true).await?;
         txn.commit().await?;
+        self.wake();
         Ok((prompt_ids.len() as u64, children.len() as u64))
     }
 }

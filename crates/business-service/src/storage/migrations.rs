@@ -10,7 +10,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(platform::events::schema::EventTables),
+            Box::new(M0002LibrariesAndSync),
+        ]
     }
 }
 
@@ -350,6 +354,56 @@ impl MigrationTrait for M0001Initial {
             }
             _ => {}
         }
+        Ok(())
+    }
+}
+
+/// Each user's library (provisioned by the registration saga), the change log devices sync
+/// from, and the pushes already applied (so a retried push applies once).
+struct M0002LibrariesAndSync;
+
+impl MigrationName for M0002LibrariesAndSync {
+    fn name(&self) -> &str {
+        "m0002_libraries_and_sync"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002LibrariesAndSync {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let (seq, int) = match m.get_database_backend() {
+            DbBackend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
+            _ => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
+        };
+        // Times are Unix milliseconds, as in the outbox.
+        m.get_connection()
+            .execute_unprepared(&format!(
+                "CREATE TABLE libraries (
+                    owner_id TEXT PRIMARY KEY,
+                    quota_prompts {int} NOT NULL,
+                    provisioned_ms {int} NOT NULL
+                );
+                CREATE TABLE sync_log (
+                    seq {seq},
+                    owner_id TEXT NOT NULL,
+                    entity TEXT NOT NULL,
+                    entity_id TEXT NOT NULL,
+                    op TEXT NOT NULL,
+                    revision {int} NOT NULL,
+                    device_id TEXT,
+                    at_ms {int} NOT NULL
+                );
+                CREATE INDEX sync_log_by_owner ON sync_log (owner_id, seq);
+                CREATE TABLE sync_pushes (
+                    owner_id TEXT NOT NULL,
+                    change_id TEXT NOT NULL,
+                    result TEXT NOT NULL,
+                    at_ms {int} NOT NULL,
+                    PRIMARY KEY (owner_id, change_id)
+                );
+                CREATE INDEX sync_pushes_at ON sync_pushes (at_ms);"
+            ))
+            .await?;
         Ok(())
     }
 }

@@ -2,24 +2,48 @@
 //! lives outside this folder.
 
 pub mod categories;
+pub mod changes;
 pub mod entities;
 pub mod folders;
+pub mod library;
 pub mod migrations;
 pub mod prompts;
 pub mod search;
+pub mod sync;
 pub mod tags;
 
 use platform::db::Db;
+use platform::events::outbox::Relay;
 use sea_orm::DbErr;
 
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    relay: Option<Relay>,
 }
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, relay: None }
+    }
+
+    /// A store whose writes wake `relay` to publish their events at once.
+    pub fn with_relay(db: Db, relay: Relay) -> Self {
+        Self {
+            db,
+            relay: Some(relay),
+        }
+    }
+
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
+    }
+
+    /// After a commit that wrote events.
+    fn wake(&self) {
+        if let Some(r) = &self.relay {
+            r.wake();
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -57,6 +81,9 @@ pub enum WriteError {
     Stale(i64),
     #[error("the slug is taken")]
     SlugTaken,
+    /// A client-chosen id that something already has.
+    #[error("the id is taken")]
+    IdTaken,
     #[error("unknown folder")]
     UnknownFolder,
     #[error("a folder with this name exists here")]

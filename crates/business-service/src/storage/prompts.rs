@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::changes::{self, PromptEvent};
 use super::entities::favorites::{self, Entity as Favorites};
 use super::entities::folders::{self, Entity as Folders};
 use super::entities::prompt_tags::{self, Entity as PromptTags};
@@ -38,6 +39,8 @@ pub struct Record {
 /// The whole writable state of a prompt, already validated.
 #[derive(Debug, Clone)]
 pub struct PromptInput {
+    /// For a new prompt: the id its client chose (an offline device); None: a new UUIDv7.
+    pub id: Option<Uuid>,
     pub title: String,
     pub content: String,
     pub description: Option<String>,
@@ -54,6 +57,7 @@ impl PromptInput {
     pub fn of(record: &Record) -> Self {
         let p = &record.prompt;
         Self {
+            id: Some(p.id),
             title: p.title.clone(),
             content: p.content.clone(),
             description: p.description.clone(),
@@ -73,6 +77,35 @@ impl PromptInput {
 pub struct Change {
     pub message: Option<String>,
     pub restored_from: Option<i32>,
+}
+
+/// Creates a prompt inside the caller's transaction.
+pub(super) async fn insert_prompt<C: ConnectionTrait>(
+    txn: &C,
+    owner: Uuid,
+    author: Uuid,
+    input: PromptInput,
+    change: &Change,
+) -> Result<Record, WriteError> {
+    if let Some(folder) = input.folder_id
+        && !folder_is_owned(txn, owner, folder).await?
+    {
+        return Err(WriteError::UnknownFolder);
+    }
+    if let Some(category) = &input.category {
+        super::categories::ensure(txn, owner, category).await?;
+    }
+    let seq = next_seq(txn).await?;
+    let model = new_model(owner, seq, &input, platform::clock::now());
+    let prompt = model.insert(txn).await.map_err(map_write)?;
+    write_tags(txn, &prompt, &input.tags).await?;
+    insert_version(txn, &prompt, author, change).await?;
+    reindex(txn, &prompt, &input.tags).await?;
+    changes::prompt(txn, PromptEvent::Created, &prompt).await?;
+    Ok(Record {
+        prompt,
+        tags: input.tags,
+    })
 }
 
 /// The light columns a search filters, ranks and pages by.
@@ -194,7 +227,7 @@ fn new_model(
     now: DateTime<Utc>,
 ) -> prompts::ActiveModel {
     let mut model = prompts::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(input.id.unwrap_or_else(Uuid::now_v7)),
         seq: Set(seq),
         owner_id: Set(owner),
         title_key: Set(key(&input.title)),
@@ -234,7 +267,9 @@ fn search_columns(model: &mut prompts::ActiveModel, input: &PromptInput) {
 fn map_write(e: DbErr) -> WriteError {
     match unique_violation(&e) {
         Some(detail) if detail.contains("slug") => WriteError::SlugTaken,
-        _ => WriteError::Db(e),
+        // The only other unique key a client can touch is the id it chose.
+        Some(_) => WriteError::IdTaken,
+        None => WriteError::Db(e),
     }
 }
 
@@ -247,25 +282,10 @@ impl Store {
         change: Change,
     ) -> Result<Record, WriteError> {
         let txn = self.db.write().begin().await?;
-        if let Some(folder) = input.folder_id
-            && !folder_is_owned(&txn, owner, folder).await?
-        {
-            return Err(WriteError::UnknownFolder);
-        }
-        if let Some(category) = &input.category {
-            super::categories::ensure(&txn, owner, category).await?;
-        }
-        let seq = next_seq(&txn).await?;
-        let model = new_model(owner, seq, &input, platform::clock::now());
-        let prompt = model.insert(&txn).await.map_err(map_write)?;
-        write_tags(&txn, &prompt, &input.tags).await?;
-        insert_version(&txn, &prompt, author, &change).await?;
-        reindex(&txn, &prompt, &input.tags).await?;
+        let record = insert_prompt(&txn, owner, author, input, &change).await?;
         txn.commit().await?;
-        Ok(Record {
-            prompt,
-            tags: input.tags,
-        })
+        self.wake();
+        Ok(record)
     }
 
     /// Creates many prompts of one owner in one transaction, with multi-row inserts: for
@@ -352,7 +372,9 @@ impl Store {
             })
             .collect();
         search::index_many(&txn, &entries).await?;
+        changes::bulk_created(&txn, owner, &prompts).await?;
         txn.commit().await?;
+        self.wake();
         Ok(inputs.len())
     }
 
@@ -424,7 +446,9 @@ impl Store {
             insert_version(&txn, &prompt, author, &change).await?;
         }
         reindex(&txn, &prompt, &input.tags).await?;
+        changes::prompt(&txn, PromptEvent::Updated, &prompt).await?;
         txn.commit().await?;
+        self.wake();
         Ok(Record {
             prompt,
             tags: input.tags,
@@ -446,7 +470,14 @@ impl Store {
         let prompt = model.update(&txn).await?;
         let tags = tags_of(&txn, &[id]).await?.remove(&id).unwrap_or_default();
         reindex(&txn, &prompt, &tags).await?;
+        let what = if deleted {
+            PromptEvent::Trashed
+        } else {
+            PromptEvent::Updated
+        };
+        changes::prompt(&txn, what, &prompt).await?;
         txn.commit().await?;
+        self.wake();
         Ok(Record { prompt, tags })
     }
 
@@ -457,8 +488,10 @@ impl Store {
             return Ok(false);
         };
         search::unindex(&txn, prompt.seq).await?;
+        changes::prompt(&txn, PromptEvent::Purged, &prompt).await?;
         Prompts::delete_by_id(id).exec(&txn).await?;
         txn.commit().await?;
+        self.wake();
         Ok(true)
     }
 

@@ -115,7 +115,15 @@ impl Store {
             }
             super::prompts::reindex_prompt(&txn, *id).await?;
         }
+        super::changes::touch_prompts(&txn, &affected).await?;
+        for gone in from
+            .iter()
+            .filter(|t| into.is_none_or(|i| key(i) != key(t)))
+        {
+            super::changes::tag_gone(&txn, owner, gone).await?;
+        }
         txn.commit().await?;
+        self.wake();
         Ok(affected.len() as u64)
     }
 }

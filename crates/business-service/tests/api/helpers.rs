@@ -41,6 +41,7 @@ impl TestApp {
                 shutdown_grace_secs: 5,
                 ..HttpSettings::default()
             },
+            events: platform::events::EventBus::default(),
         };
         let shutdown = CancellationToken::new();
         let mut users = user_service::Settings {
@@ -66,6 +67,8 @@ impl TestApp {
         let mut business = business_service::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             jwks_url: format!("http://{}/.well-known/jwks.json", user_service.local_addr),
+            // Libraries start empty, so tests count only what they made.
+            starter_content: false,
             ..Default::default()
         };
         let business_db = databases.url("business");

@@ -497,6 +497,7 @@ async fn bulk_created_prompts_are_like_any_other(backend: Backend) {
     let store = Store::new(db);
     let inputs: Vec<PromptInput> = (0..1200)
         .map(|i| PromptInput {
+            id: None,
             title: format!("bulk {i}"),
             content: format!("批量 content number {i} with bulk words"),
             description: None,

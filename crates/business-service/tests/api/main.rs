@@ -7,4 +7,5 @@ mod hostile;
 mod library;
 mod prompts;
 mod search;
+mod sync;
 mod transfer;

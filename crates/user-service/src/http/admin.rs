@@ -162,6 +162,13 @@ fn admin_error(e: AdminChangeError) -> Error {
     match e {
         AdminChangeError::NotFound => Problem::not_found("no user has this id").into(),
         AdminChangeError::LastAdmin => last_admin().into(),
+        AdminChangeError::Busy => Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "account-busy",
+            "The account is being set up or deleted",
+        )
+        .detail("wait until the account is set up, or its deletion has finished or been undone")
+        .into(),
         AdminChangeError::Db(e) => Error::Db(e),
     }
 }

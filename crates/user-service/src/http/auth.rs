@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{
-    Result, account_disabled, email_taken, invalid_client, invalid_credentials,
-    invalid_refresh_token, login_throttled, refresh_token_reused, username_taken,
+    Result, account_deleting, account_disabled, account_pending, email_taken, invalid_client,
+    invalid_credentials, invalid_refresh_token, login_throttled, refresh_token_reused,
+    registration_failed, username_taken,
 };
 use super::views::{TokenPair, UserView};
 use crate::domain::device::DeviceInfo;
@@ -23,7 +24,7 @@ use crate::domain::roles::{Role, scopes_for};
 use crate::domain::throttle::Policy;
 use crate::domain::validation::{self as v, Checks};
 use crate::storage::sessions::{NewSession, Refreshed, Session};
-use crate::storage::users::{CreateUserError, NewUser, User};
+use crate::storage::users::{CreateUserError, DELETING, NewUser, PENDING, User};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 
 #[derive(Debug, Deserialize)]
@@ -56,15 +57,21 @@ pub async fn register(
         return Err(username_taken().into());
     }
     let password_hash = state.passwords.hash(body.password).await?;
+    let deadline = state.settings.provision_library.then(|| {
+        platform::clock::now() + chrono::Duration::seconds(state.settings.saga_timeout_secs as i64)
+    });
     let user = state
         .store
-        .create_user(NewUser {
-            username,
-            email,
-            password_hash,
-            display_name: body.display_name.map(|n| n.trim().to_owned()),
-            roles: vec![Role::User],
-        })
+        .register(
+            NewUser {
+                username,
+                email,
+                password_hash,
+                display_name: body.display_name.map(|n| n.trim().to_owned()),
+                roles: vec![Role::User],
+            },
+            deadline,
+        )
         .await
         .map_err(|e| match e {
             CreateUserError::UsernameTaken => username_taken().into(),
@@ -72,6 +79,34 @@ pub async fn register(
             CreateUserError::Db(e) => super::error::Error::Db(e),
         })?;
     tracing::info!(user_id = %user.id, "account registered");
+    state.relay.wake();
+    let mut user = user;
+    if user.status == PENDING {
+        // Give the registration saga a moment: usually the library is ready at once.
+        let watch = state.waiters.watch(user.id);
+        let waited = std::time::Duration::from_millis(state.settings.saga_wait_ms);
+        let started = std::time::Instant::now();
+        loop {
+            match state.store.user_by_id(user.id).await? {
+                Some(now) if now.status == PENDING && started.elapsed() < waited => {
+                    watch.wait(waited.saturating_sub(started.elapsed())).await;
+                }
+                Some(now) => {
+                    user = now;
+                    break;
+                }
+                None => return Err(registration_failed().into()),
+            }
+        }
+        if user.status == PENDING {
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, HeaderValue::from_static("/api/users/me"))],
+                Json(UserView::from(user)),
+            )
+                .into_response());
+        }
+    }
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, HeaderValue::from_static("/api/users/me"))],
@@ -137,8 +172,11 @@ pub async fn login(
         return Err(invalid_credentials().into());
     };
     // Only now, with the right password, may the caller learn the account's state.
-    if !user.is_active() {
-        return Err(account_disabled().into());
+    match user.status.as_str() {
+        PENDING => return Err(account_pending().into()),
+        DELETING => return Err(account_deleting().into()),
+        _ if !user.is_active() => return Err(account_disabled().into()),
+        _ => {}
     }
     throttle.succeeded(&state).await?;
     if state.passwords.needs_rehash(&user.password_hash) {

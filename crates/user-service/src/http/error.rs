@@ -72,6 +72,34 @@ pub fn account_disabled() -> Problem {
     .detail("an administrator has disabled this account")
 }
 
+pub fn account_pending() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "account-pending",
+        "The account is being set up",
+    )
+    .detail("the account's library is being prepared; try again in a moment")
+    .with("retry_after", 1)
+}
+
+pub fn account_deleting() -> Problem {
+    Problem::new(
+        StatusCode::GONE,
+        "account-deleting",
+        "The account is being deleted",
+    )
+    .detail("this account's deletion was asked for and is under way")
+}
+
+pub fn registration_failed() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "registration-failed",
+        "The account could not be set up",
+    )
+    .detail("the account's library could not be prepared, so the account was not kept; try again")
+}
+
 pub fn login_throttled(retry_after_secs: u64) -> Problem {
     Problem::too_many_requests(
         retry_after_secs,

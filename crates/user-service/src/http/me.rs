@@ -16,6 +16,7 @@ use super::caller::CurrentUser;
 use super::error::Result;
 use super::views::{SessionView, UserView};
 use crate::domain::validation::{self as v, Checks};
+use crate::storage::sagas::DeletionRefused;
 use crate::storage::users::ProfileChanges;
 
 pub async fn get_me(caller: CurrentUser) -> Json<UserView> {
@@ -246,5 +247,82 @@ mod tests {
             target,
             json!({"editor": {"font": 14, "wrap": true}, "lang": "zh"})
         );
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMe {
+    password: String,
+}
+
+/// Deletes the caller's account (the deletion saga): its sessions end at once, its library
+/// is deleted by business-service, then the account itself goes. Answers `204` when that
+/// finished within the wait, else `202` with the account `deleting`; if business-service
+/// refuses or does not answer in time, the account becomes active again.
+pub async fn delete_me(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    caller: CurrentUser,
+    Json(body): Json<DeleteMe>,
+) -> Result<Response> {
+    if body.password.chars().count() > v::PASSWORD_MAX {
+        return Err(wrong_password().into());
+    }
+    let throttle = Throttle::new(&state, &caller.user.username, ip);
+    throttle.check(&state).await?;
+    let ok = state
+        .passwords
+        .verify(body.password, Some(caller.user.password_hash.clone()))
+        .await;
+    if !ok {
+        throttle.failed(&state).await?;
+        return Err(wrong_password().into());
+    }
+    throttle.succeeded(&state).await?;
+    let user_id = caller.user.id;
+    let watch = state.waiters.watch(user_id);
+    let deadline =
+        platform::clock::now() + chrono::Duration::seconds(state.settings.saga_timeout_secs as i64);
+    let user = state
+        .store
+        .start_deletion(user_id, deadline)
+        .await
+        .map_err(|e| match e {
+            DeletionRefused::NotFound | DeletionRefused::NotActive => {
+                super::error::Error::from(Problem::new(
+                    StatusCode::CONFLICT,
+                    "account-busy",
+                    "The account is being set up or deleted",
+                ))
+            }
+            DeletionRefused::LastAdmin => super::error::last_admin().into(),
+            DeletionRefused::Db(e) => e.into(),
+        })?;
+    state.relay.wake();
+    tracing::info!(%user_id, "account deletion started");
+    watch
+        .wait(std::time::Duration::from_millis(
+            state.settings.saga_wait_ms,
+        ))
+        .await;
+    match state.store.user_by_id(user_id).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(now) if now.status == crate::storage::users::DELETING => {
+            Ok((StatusCode::ACCEPTED, Json(UserView::from(now))).into_response())
+        }
+        Some(now) => {
+            let _ = user;
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "deletion-failed",
+                "The account could not be deleted",
+            )
+            .detail(format!(
+                "its prompts could not be deleted, so the account is {} again; try later",
+                now.status
+            ))
+            .into())
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub passwords: Passwords,
     pub settings: Arc<Settings>,
+    pub relay: platform::events::outbox::Relay,
+    pub waiters: crate::sagas::Waiters,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -47,7 +49,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/token", post(auth::client_credentials))
         .route("/api/auth/keys/rotate", post(admin::rotate_keys))
-        .route("/api/users/me", get(me::get_me).patch(me::patch_me))
+        .route(
+            "/api/users/me",
+            get(me::get_me).patch(me::patch_me).delete(me::delete_me),
+        )
         .route("/api/users/me/password", post(me::change_password))
         .route(
             "/api/users/me/sessions",

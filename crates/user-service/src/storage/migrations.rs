@@ -7,7 +7,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(platform::events::schema::EventTables),
+            Box::new(M0002Sagas),
+        ]
     }
 }
 
@@ -226,5 +230,70 @@ impl MigrationTrait for M0001Initial {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Sagas {
+    Table,
+    Id,
+    Kind,
+    UserId,
+    State,
+    StartedAt,
+    DeadlineAt,
+    FinishedAt,
+    Detail,
+}
+
+/// Saga runs (registration, account deletion), so a restarted service resumes them.
+pub struct M0002Sagas;
+
+impl MigrationName for M0002Sagas {
+    fn name(&self) -> &str {
+        "m0002_sagas"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Sagas {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Sagas::Table)
+                .col(pk_uuid(Sagas::Id))
+                .col(string_len(Sagas::Kind, 16))
+                .col(uuid(Sagas::UserId))
+                .col(string_len(Sagas::State, 16))
+                .col(timestamp_with_time_zone(Sagas::StartedAt))
+                .col(timestamp_with_time_zone(Sagas::DeadlineAt))
+                .col(timestamp_with_time_zone_null(Sagas::FinishedAt))
+                .col(text_null(Sagas::Detail))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("sagas_by_user")
+                .table(Sagas::Table)
+                .col(Sagas::UserId)
+                .col(Sagas::State)
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("sagas_running")
+                .table(Sagas::Table)
+                .col(Sagas::State)
+                .col(Sagas::DeadlineAt)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Sagas::Table).to_owned())
+            .await
     }
 }

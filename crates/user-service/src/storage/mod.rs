@@ -4,6 +4,7 @@
 pub mod entities;
 pub mod login_failures;
 pub mod migrations;
+pub mod sagas;
 pub mod service_accounts;
 pub mod sessions;
 pub mod signing_keys;

@@ -18,6 +18,37 @@ pub use users::Model as User;
 
 pub const ACTIVE: &str = "active";
 pub const DISABLED: &str = "disabled";
+/// Registered, waiting for business-service to provision the library.
+pub const PENDING: &str = "pending";
+/// Being deleted: waiting for business-service to delete the library.
+pub const DELETING: &str = "deleting";
+
+pub(super) async fn insert_user<C: ConnectionTrait>(
+    db: &C,
+    new: NewUser,
+    status: &str,
+) -> Result<User, DbErr> {
+    let now = platform::clock::now();
+    let model = users::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        username_key: Set(key(&new.username)),
+        username: Set(new.username),
+        email_key: Set(key(&new.email)),
+        email: Set(new.email),
+        password_hash: Set(new.password_hash),
+        display_name: Set(new.display_name),
+        avatar_url: Set(None),
+        bio: Set(None),
+        preferences: Set(serde_json::json!({})),
+        roles: Set(format_roles(&new.roles)),
+        status: Set(status.into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        password_changed_at: Set(now),
+        disabled_at: Set(None),
+    };
+    model.insert(db).await
+}
 
 #[derive(Debug)]
 pub struct NewUser {
@@ -53,6 +84,8 @@ pub enum AdminChangeError {
     NotFound,
     #[error("this would leave no active administrator")]
     LastAdmin,
+    #[error("the account is being set up or deleted")]
+    Busy,
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -69,41 +102,27 @@ impl User {
 
 impl Store {
     pub async fn create_user(&self, new: NewUser) -> Result<User, CreateUserError> {
-        let now = platform::clock::now();
         let username_key = key(&new.username);
-        let model = users::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            username_key: Set(username_key.clone()),
-            username: Set(new.username),
-            email_key: Set(key(&new.email)),
-            email: Set(new.email),
-            password_hash: Set(new.password_hash),
-            display_name: Set(new.display_name),
-            avatar_url: Set(None),
-            bio: Set(None),
-            preferences: Set(serde_json::json!({})),
-            roles: Set(format_roles(&new.roles)),
-            status: Set(ACTIVE.into()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            password_changed_at: Set(now),
-            disabled_at: Set(None),
-        };
-        match model.insert(self.db.write()).await {
+        match insert_user(self.db.write(), new, ACTIVE).await {
             Ok(user) => Ok(user),
-            Err(e) if unique_violation(&e).is_some() => {
-                // Which key clashed: the message differs per database, the rows do not.
-                let by_name = Users::find()
-                    .filter(users::Column::UsernameKey.eq(username_key))
-                    .one(self.db.write())
-                    .await?;
-                Err(if by_name.is_some() {
-                    CreateUserError::UsernameTaken
-                } else {
-                    CreateUserError::EmailTaken
-                })
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.why_not_created(e, &username_key).await),
+        }
+    }
+
+    /// Turns a failed insert into the key that clashed, if that was the cause.
+    pub(super) async fn why_not_created(&self, e: DbErr, username_key: &str) -> CreateUserError {
+        if unique_violation(&e).is_none() {
+            return e.into();
+        }
+        // Which key clashed: the message differs per database, the rows do not.
+        match Users::find()
+            .filter(users::Column::UsernameKey.eq(username_key))
+            .one(self.db.write())
+            .await
+        {
+            Ok(Some(_)) => CreateUserError::UsernameTaken,
+            Ok(None) => CreateUserError::EmailTaken,
+            Err(e) => e.into(),
         }
     }
 
@@ -227,6 +246,9 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or(AdminChangeError::NotFound)?;
+        if user.status == PENDING || user.status == DELETING {
+            return Err(AdminChangeError::Busy);
+        }
         let now = platform::clock::now();
         if !active
             && user.is_active()
@@ -248,7 +270,7 @@ impl Store {
     }
 }
 
-async fn active_admins<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+pub(super) async fn active_admins<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     // Roles are few words; a LIKE on the space-separated list finds `admin` among them.
     Users::find()
         .filter(users::Column::Status.eq(ACTIVE))

@@ -30,6 +30,9 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        // user-service alone: no business-service to provision libraries (the sagas are
+        // tested with both, in crates/promptflow/tests).
+        provision_library: false,
         ..Settings::default()
     }
 }
@@ -42,6 +45,7 @@ pub fn test_common(data_dir: &std::path::Path) -> Common {
             shutdown_grace_secs: 5,
             ..HttpSettings::default()
         },
+        events: platform::events::EventBus::default(),
     }
 }
 

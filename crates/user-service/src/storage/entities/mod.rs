@@ -2,6 +2,7 @@
 
 pub mod login_failures;
 pub mod refresh_tokens;
+pub mod sagas;
 pub mod service_accounts;
 pub mod sessions;
 pub mod signing_keys;

@@ -1,0 +1,82 @@
+//! The events PromptFlow's services exchange: names (also routing keys) and `data` shapes.
+//! Consumers ignore fields they do not know, so a field can be added without a lock-step
+//! release.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const USER_REGISTERED: &str = "user.registered";
+pub const USER_DELETED: &str = "user.deleted";
+pub const LIBRARY_PROVISIONED: &str = "library.provisioned";
+pub const LIBRARY_PROVISIONING_FAILED: &str = "library.provisioning_failed";
+pub const LIBRARY_DELETED: &str = "library.deleted";
+pub const LIBRARY_DELETION_FAILED: &str = "library.deletion_failed";
+pub const PROMPT_CREATED: &str = "prompt.created";
+pub const PROMPT_UPDATED: &str = "prompt.updated";
+pub const PROMPT_DELETED: &str = "prompt.deleted";
+pub const DATA_SYNC: &str = "data.sync";
+
+/// `user.registered`: an account was created. With a `deadline`, user-service waits for
+/// the library (registration saga) and business-service must not provision after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// `user.deleted`: the account is going (deletion saga, with a `deadline` after which
+/// business-service must refuse, since the account may be back to active), or is gone
+/// (a failed registration: no deadline, delete whatever exists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub user_id: Uuid,
+    pub reason: String,
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// business-service's answers: `library.provisioned`, `library.provisioning_failed`,
+/// `library.deleted`, `library.deletion_failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LibraryReply {
+    pub user_id: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Prompts created (provisioning) or removed (deletion).
+    #[serde(default)]
+    pub prompts: u64,
+}
+
+/// `prompt.created`, `prompt.updated`, `prompt.deleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptChanged {
+    pub prompt_id: Uuid,
+    pub owner_id: Uuid,
+    pub title: String,
+    pub version: i32,
+    pub revision: i64,
+    pub visibility: String,
+    /// For `prompt.deleted`: `true` when purged for good rather than moved to the trash.
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+/// `data.sync`: something of `user_id`'s changed; devices pull from `cursor` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSync {
+    pub user_id: Uuid,
+    pub cursor: i64,
+    /// `prompt`, `folder` or `tag`.
+    pub entity: String,
+    pub entity_id: String,
+    /// `upsert` or `delete`.
+    pub op: String,
+    /// The device whose push made the change, so it can skip its own echo.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}

@@ -1,0 +1,111 @@
+//! The outbox and inbox tables, the same in every service's database: each service adds
+//! [`EventTables`] to its own migrations.
+
+use sea_orm::{DbBackend, Statement, Value};
+use sea_orm_migration::prelude::*;
+
+pub struct EventTables;
+
+impl MigrationName for EventTables {
+    fn name(&self) -> &str {
+        "m_platform_0001_event_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for EventTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        // Times are Unix milliseconds: one type that both engines compare the same way.
+        let sql = match manager.get_database_backend() {
+            DbBackend::Postgres => {
+                "CREATE TABLE outbox (
+                    seq BIGSERIAL PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    envelope TEXT NOT NULL,
+                    created_ms BIGINT NOT NULL,
+                    published_ms BIGINT,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    dead_letter TEXT
+                );
+                CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_ms IS NULL;
+                CREATE INDEX outbox_sent ON outbox (published_ms) WHERE published_ms IS NOT NULL;
+                CREATE TABLE inbox (
+                    consumer TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    handled_ms BIGINT NOT NULL,
+                    PRIMARY KEY (consumer, event_id)
+                );
+                CREATE INDEX inbox_handled ON inbox (handled_ms);"
+            }
+            _ => {
+                "CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    envelope TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL,
+                    published_ms INTEGER,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    dead_letter TEXT
+                );
+                CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_ms IS NULL;
+                CREATE INDEX outbox_sent ON outbox (published_ms) WHERE published_ms IS NOT NULL;
+                CREATE TABLE inbox (
+                    consumer TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    handled_ms INTEGER NOT NULL,
+                    PRIMARY KEY (consumer, event_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX inbox_handled ON inbox (handled_ms);"
+            }
+        };
+        db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE inbox; DROP TABLE outbox;")
+            .await?;
+        Ok(())
+    }
+}
+
+/// A statement written with PostgreSQL's `$1, $2, …` placeholders, numbered in the order
+/// they appear, for either backend.
+pub(crate) fn statement(
+    backend: DbBackend,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => sql.to_owned(),
+        _ => {
+            let mut out = String::with_capacity(sql.len());
+            let mut chars = sql.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    crate::clock::now().timestamp_millis()
+}
