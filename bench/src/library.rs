@@ -291,10 +291,14 @@ async fn measure(
     prompts: u64,
     rounds: u32,
 ) -> anyhow::Result<()> {
-    let mut user_env = vec![(
-        "PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB",
-        "8192".to_owned(),
-    )];
+    let mut user_env = vec![
+        (
+            "PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB",
+            "8192".to_owned(),
+        ),
+        // user-service runs without business-service here: no library to provision.
+        ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false".to_owned()),
+    ];
     if let Some(url) = &backend.user_db {
         user_env.push(("PROMPTFLOW_USER__DATABASE__URL", url.clone()));
     }
@@ -484,7 +488,7 @@ async fn measure(
     Ok(())
 }
 
-fn percentile(samples: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(samples: &[f64], q: f64) -> f64 {
     let mut v = samples.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {

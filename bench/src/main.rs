@@ -12,9 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod events;
 mod library;
 mod load;
+mod sync;
 mod tokens;
+
+use library::percentile;
 
 #[derive(Parser)]
 #[command(about = "PromptFlow benchmarks (Markdown on stdout)")]
@@ -60,6 +64,23 @@ enum Bench {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Events through outbox, bus and inbox (in process and RabbitMQ, SQLite and
+    /// PostgreSQL) against bare RabbitMQ.
+    Events {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+        postgres: String,
+    },
+    /// A device sync of N changes on `promptflow up` against the plain REST calls.
+    Sync {
+        #[arg(long, default_value_t = 10_000)]
+        changes: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -85,6 +106,12 @@ fn main() -> anyhow::Result<()> {
             postgres,
             only,
         } => runtime.block_on(library::run(prompts, rounds, &postgres, only.as_deref())),
+        Bench::Events {
+            events,
+            rounds,
+            postgres,
+        } => runtime.block_on(events::run(events, rounds, &postgres)),
+        Bench::Sync { changes, rounds } => runtime.block_on(sync::run(changes, rounds)),
         Bench::All => {
             tokens::run(5, 1.0)?;
             runtime.block_on(me(5, 3.0, 32, "postgres://postgres@127.0.0.1:5432"))?;
@@ -157,6 +184,10 @@ async fn start_promptflow(args: &[&str], database_url: Option<&str>) -> anyhow::
         .stderr(Stdio::inherit());
     if let Some(url) = database_url {
         cmd.env("PROMPTFLOW_USER__DATABASE__URL", url);
+    }
+    if args.first() == Some(&"serve") {
+        // user-service alone: no library to provision.
+        cmd.env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false");
     }
     let child = cmd.spawn().context("starting promptflow")?;
     let server = Server {

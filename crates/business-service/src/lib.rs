@@ -132,6 +132,10 @@ async fn maintain(state: AppState, shutdown: CancellationToken) {
             Ok(n) => tracing::info!(purged = n, "trash emptied of old prompts"),
             Err(e) => tracing::warn!(error = %e, "purging the trash failed; will retry"),
         }
+        // A device retries a push within minutes or days, not months.
+        if let Err(e) = state.store.purge_receipts(30 * 24 * 3600 * 1000).await {
+            tracing::warn!(error = %e, "purging old push receipts failed; will retry");
+        }
         if let Err(e) = state.store.optimize().await {
             tracing::warn!(error = %e, "refreshing planner statistics failed");
         }

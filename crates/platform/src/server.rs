@@ -119,6 +119,21 @@ pub fn app(service: Service, http: &HttpSettings) -> Router {
                 .on_failure(()),
         )
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(trace_context))
+}
+
+/// Keeps the caller's W3C `traceparent` for the request's work, so the events it causes
+/// carry on the caller's trace.
+async fn trace_context(req: Request, next: Next) -> Response {
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|tp| crate::events::valid_traceparent(tp))
+        .map(str::to_owned);
+    crate::events::TRACEPARENT
+        .scope(traceparent, next.run(req))
+        .await
 }
 
 /// Keeps a client's `X-Request-Id` when it is a sane token, makes one otherwise, and echoes

@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::BasicGetOptions;
 use platform::db::Db;
 use platform::events::outbox::{self, Relay};
 use platform::events::{
     Envelope, EventBus, EventSettings, Failure, Handler, QUEUES, Subscription, Transport, inbox,
-    topology,
 };
 use platform::settings::DatabaseSettings;
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use sea_orm_migration::prelude::*;
-use testkit::{Backend, Databases, on_both_backends};
+use testkit::{Backend, Databases, RabbitNamespace, on_both_backends};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -253,23 +252,25 @@ async fn in_process_a_failing_consumer_is_retried_then_dead_lettered(backend: Ba
     shutdown.cancel();
 }
 
-/// Settings on a broker of our own: a unique exchange and queue prefix, so tests running
-/// at once do not consume each other's events.
+/// Settings on a broker corner of our own (see [`RabbitNamespace`]).
 struct Broker {
     settings: EventSettings,
+    _namespace: RabbitNamespace,
 }
 
 impl Broker {
     fn new(url: &str) -> Broker {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let names: Vec<&str> = QUEUES.iter().map(|q| q.name).collect();
+        let namespace = RabbitNamespace::new(&names);
         Broker {
             settings: quick(EventSettings {
                 transport: Transport::Rabbitmq,
                 url: url.to_owned(),
-                exchange: format!("pftest.{tag}"),
-                queue_prefix: format!("pftest.{tag}."),
+                exchange: namespace.exchange.clone(),
+                queue_prefix: namespace.queue_prefix.clone(),
                 ..EventSettings::default()
             }),
+            _namespace: namespace,
         }
     }
 
@@ -280,16 +281,12 @@ impl Broker {
         }
     }
 
-    async fn channel() -> lapin::Channel {
+    /// Takes the messages waiting in one of our queues.
+    async fn drain(&self, queue: &str) -> Vec<Envelope> {
         let connection = lapin::Connection::connect(RABBIT, Default::default())
             .await
             .expect("RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)");
-        connection.create_channel().await.unwrap()
-    }
-
-    /// Takes the messages waiting in one of our queues.
-    async fn drain(&self, queue: &str) -> Vec<Envelope> {
-        let channel = Self::channel().await;
+        let channel = connection.create_channel().await.unwrap();
         let name = format!("{}{queue}", self.settings.queue_prefix);
         let mut got = Vec::new();
         while let Some(m) = channel
@@ -300,47 +297,6 @@ impl Broker {
             got.push(serde_json::from_slice(&m.delivery.data).unwrap());
         }
         got
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let settings = self.settings.clone();
-        // Remove what the test declared, whatever the test's outcome.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(connection) = lapin::Connection::connect(RABBIT, Default::default()).await
-                else {
-                    return;
-                };
-                let Ok(channel) = connection.create_channel().await else {
-                    return;
-                };
-                for q in QUEUES {
-                    for name in [q.name.to_owned(), topology::dead_letter_queue(q.name)] {
-                        let full = format!("{}{name}", settings.queue_prefix);
-                        let _ = channel
-                            .queue_delete(full.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                for exchange in [
-                    settings.exchange.clone(),
-                    topology::dead_letter_exchange(&settings.exchange),
-                ] {
-                    let _ = channel
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
     }
 }
 

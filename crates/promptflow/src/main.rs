@@ -141,10 +141,22 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Serve {
             service: ServiceName::User,
-        } => vec![(
-            user_service::NAME,
-            user_service::start(settings.user, &common, shutdown.clone()).await?,
-        )],
+        } => {
+            if settings.user.provision_library
+                && common.events.transport() == platform::events::Transport::Memory
+            {
+                anyhow::bail!(
+                    "invalid setting: user.provision_library needs events.transport: rabbitmq \
+                     when user-service runs on its own (the registration saga waits for \
+                     business-service's answer); set user.provision_library: false to run \
+                     user-service without business-service"
+                );
+            }
+            vec![(
+                user_service::NAME,
+                user_service::start(settings.user, &common, shutdown.clone()).await?,
+            )]
+        }
         Command::Serve {
             service: ServiceName::Business,
         } => vec![(

@@ -130,7 +130,7 @@ fn a_settings_file_is_read_and_the_environment_wins() {
     let file = data.path().join("promptflow.yaml");
     std::fs::write(
         &file,
-        "user:\n  listen: 127.0.0.1:1\n  password_hash:\n    memory_kib: 4096\nlog:\n  level: info\n",
+        "user:\n  listen: 127.0.0.1:1\n  provision_library: false\n  password_hash:\n    memory_kib: 4096\nlog:\n  level: info\n",
     )
     .unwrap();
     let mut child = promptflow()
@@ -154,4 +154,19 @@ fn a_settings_file_is_read_and_the_environment_wins() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+#[test]
+fn user_service_alone_needs_a_broker_for_its_sagas() {
+    let data = tempfile::tempdir().unwrap();
+    let output = promptflow()
+        .args(["serve", "user-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("user.provision_library"), "{stderr}");
+    assert!(stderr.contains("events.transport"), "{stderr}");
 }

@@ -167,3 +167,76 @@ pub fn invalid_fields(body: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// RabbitMQ for the tests: the machine's broker unless `PROMPTFLOW_TEST_RABBITMQ` says
+/// otherwise.
+pub fn rabbitmq_url() -> String {
+    std::env::var("PROMPTFLOW_TEST_RABBITMQ")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A test's own corner of the broker: a unique exchange and queue-name prefix, so tests
+/// running at once never consume each other's events. Its queues (and their `.dlq`s) and
+/// exchanges (and `.dlx`) are deleted when this is dropped.
+pub struct RabbitNamespace {
+    pub exchange: String,
+    pub queue_prefix: String,
+    queues: Vec<String>,
+}
+
+impl RabbitNamespace {
+    /// `queues`: the names (without prefix) the test's services declare.
+    pub fn new(queues: &[&str]) -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            exchange: format!("pftest.{tag}"),
+            queue_prefix: format!("pftest.{tag}."),
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for RabbitNamespace {
+    fn drop(&mut self) {
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .flat_map(|q| {
+                [
+                    format!("{}{q}", self.queue_prefix),
+                    format!("{}{q}.dlq", self.queue_prefix),
+                ]
+            })
+            .collect();
+        let exchanges = [self.exchange.clone(), format!("{}.dlx", self.exchange)];
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(connection) =
+                    lapin::Connection::connect(&rabbitmq_url(), Default::default()).await
+                else {
+                    return;
+                };
+                let Ok(channel) = connection.create_channel().await else {
+                    return;
+                };
+                for q in queues {
+                    let _ = channel
+                        .queue_delete(q.as_str().into(), Default::default())
+                        .await;
+                }
+                for e in exchanges {
+                    let _ = channel
+                        .exchange_delete(e.as_str().into(), Default::default())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -125,12 +125,7 @@ async fn with_device(
         .headers()
         .get("x-device-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|d| {
-            !d.is_empty()
-                && d.len() <= 128
-                && d.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        })
+        .filter(|d| sync::valid_token(d))
         .map(str::to_owned);
     crate::storage::changes::DEVICE
         .scope(device, next.run(req))

@@ -305,7 +305,7 @@ pub struct PushedChange {
     data: Option<Value>,
 }
 
-fn valid_token(s: &str) -> bool {
+pub(super) fn valid_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars()
@@ -586,7 +586,7 @@ fn refused_body(e: &serde_json::Error) -> Value {
     json!({
         "status": "refused",
         "problem": {
-            "type": "https://promptflow.dev/problems/validation",
+            "type": "https://promptflow.dev/problems/validation-failed",
             "title": "The change's data is not valid",
             "status": 422,
             "detail": e.to_string(),

@@ -27,26 +27,7 @@ fn device() -> Option<String> {
 }
 
 fn statement(db: &impl ConnectionTrait, pg: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => pg.to_owned(),
-        _ => {
-            let mut out = String::with_capacity(pg.len());
-            let mut chars = pg.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                    while chars.peek().is_some_and(char::is_ascii_digit) {
-                        chars.next();
-                    }
-                    out.push('?');
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+    platform::db::statement(db.get_database_backend(), pg, values)
 }
 
 fn envelope(kind: &str, subject: String, data: impl serde::Serialize) -> Result<Envelope, DbErr> {

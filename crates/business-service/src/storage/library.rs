@@ -50,19 +50,8 @@ async fn send<C: ConnectionTrait>(db: &C, a: &Answer) -> Result<(), DbErr> {
     .await
 }
 
-fn raw(
-    db: &impl ConnectionTrait,
-    pg: &str,
-    sqlite: &str,
-    values: Vec<sea_orm::Value>,
-) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = if backend == sea_orm::DbBackend::Postgres {
-        pg
-    } else {
-        sqlite
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+fn raw(db: &impl ConnectionTrait, pg: &str, values: Vec<sea_orm::Value>) -> Statement {
+    platform::db::statement(db.get_database_backend(), pg, values)
 }
 
 fn too_late(deadline: Option<DateTime<Utc>>) -> bool {
@@ -102,7 +91,6 @@ impl Store {
             .query_one_raw(raw(
                 &txn,
                 "SELECT 1 AS one FROM libraries WHERE owner_id = $1",
-                "SELECT 1 AS one FROM libraries WHERE owner_id = ?",
                 vec![user_id.to_string().into()],
             ))
             .await?
@@ -112,7 +100,6 @@ impl Store {
             txn.execute_raw(raw(
                 &txn,
                 "INSERT INTO libraries (owner_id, quota_prompts, provisioned_ms) VALUES ($1, $2, $3)",
-                "INSERT INTO libraries (owner_id, quota_prompts, provisioned_ms) VALUES (?, ?, ?)",
                 vec![
                     user_id.to_string().into(),
                     (quota as i64).into(),
@@ -188,7 +175,6 @@ impl Store {
             txn.execute_raw(raw(
                 &txn,
                 &format!("DELETE FROM {table} WHERE owner_id = $1"),
-                &format!("DELETE FROM {table} WHERE owner_id = ?"),
                 vec![user_id.to_string().into()],
             ))
             .await?;
@@ -207,7 +193,6 @@ impl Store {
             .query_one_raw(raw(
                 db,
                 "SELECT quota_prompts FROM libraries WHERE owner_id = $1",
-                "SELECT quota_prompts FROM libraries WHERE owner_id = ?",
                 vec![user_id.to_string().into()],
             ))
             .await?;

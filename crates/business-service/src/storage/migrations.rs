@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Initial),
             Box::new(platform::events::schema::EventTables),
             Box::new(M0002LibrariesAndSync),
+            Box::new(M0003UnweightedSearch),
         ]
     }
 }
@@ -404,6 +405,35 @@ impl MigrationTrait for M0002LibrariesAndSync {
                 CREATE INDEX sync_pushes_at ON sync_pushes (at_ms);"
             ))
             .await?;
+        Ok(())
+    }
+}
+
+/// PostgreSQL's search index told scope tokens from words by weight (A, D); a query with
+/// weights re-reads every candidate's tsvector. Now scope tokens are upper case and words
+/// lower case, without weights or positions. SQLite's FTS5 folds case and keeps scope in a
+/// column of its own: nothing to change there.
+struct M0003UnweightedSearch;
+
+impl MigrationName for M0003UnweightedSearch {
+    fn name(&self) -> &str {
+        "m0003_unweighted_search"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003UnweightedSearch {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() == DbBackend::Postgres {
+            m.get_connection()
+                .execute_unprepared(
+                    "UPDATE prompt_search SET tsv = COALESCE((\
+                       SELECT array_to_tsvector(array_agg(\
+                         CASE WHEN 'A' = ANY(weights) THEN upper(lexeme) ELSE lexeme END)) \
+                       FROM unnest(tsv)), ''::tsvector)",
+                )
+                .await?;
+        }
         Ok(())
     }
 }

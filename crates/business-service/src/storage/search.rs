@@ -1,50 +1,56 @@
 //! The text-search index, one structure per backend fed the same tokens:
 //! SQLite: the FTS5 table `prompt_fts(scope, doc)`; PostgreSQL: `prompt_search(seq, tsv)`
-//! where scope tokens carry weight A and words weight D.
+//! holding both, told apart by case: scope tokens are upper case (`ZZO…`) and stored as
+//! given, words are lower case (`to_tsvector` folds them). No weights: a query with weights
+//! makes PostgreSQL re-read every candidate's tsvector to check them.
 //!
 //! `scope` holds tokens for who may see a prompt and how it is filed (owner, visibility,
 //! status, folder, category, tags), so the index alone answers "this user's archived
 //! prompts in folder X tagged Y containing these words", newest first, without reading the
 //! prompts table.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
 use uuid::Uuid;
 
 use crate::domain::search_text::Query;
 
-/// One scope token: a letter-only prefix and hex digits, so both engines keep it whole.
+/// One scope token: a letter-only prefix and hex digits, so both engines keep it whole;
+/// upper case, which no word has after folding (FTS5 folds both alike, and keeps scope in
+/// a column of its own).
 fn hex(s: &[u8]) -> String {
-    s.iter().map(|b| format!("{b:02x}")).collect()
+    s.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 pub fn owner_token(owner: Uuid) -> String {
-    format!("zzo{}", owner.simple())
+    format!("ZZO{}", hex(owner.as_bytes()))
 }
 
 pub fn visibility_token(visibility: &str) -> String {
-    format!("zzv{visibility}")
+    format!("ZZV{}", visibility.to_uppercase())
 }
 
 pub fn status_token(status: &str) -> String {
-    format!("zzs{status}")
+    format!("ZZS{}", status.to_uppercase())
 }
 
 pub fn folder_token(folder: Option<Uuid>) -> String {
     match folder {
-        Some(f) => format!("zzf{}", f.simple()),
-        None => "zzfnone".into(),
+        Some(f) => format!("ZZF{}", hex(f.as_bytes())),
+        None => "ZZFNONE".into(),
     }
 }
 
 pub fn category_token(category_key: Option<&str>) -> String {
     match category_key {
-        Some(c) => format!("zzc{}", hex(c.as_bytes())),
-        None => "zzcnone".into(),
+        Some(c) => format!("ZZC{}", hex(c.as_bytes())),
+        None => "ZZCNONE".into(),
     }
 }
 
 pub fn tag_token(tag_key: &str) -> String {
-    format!("zzt{}", hex(tag_key.as_bytes()))
+    format!("ZZT{}", hex(tag_key.as_bytes()))
 }
 
 /// The scope tokens of one prompt.
@@ -109,7 +115,7 @@ pub async fn index<C: ConnectionTrait>(
             db.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO prompt_search (seq, tsv) VALUES ($1, \
-                 setweight(to_tsvector('simple', $2), 'A') || setweight(to_tsvector('simple', $3), 'D')) \
+                 $2::tsvector || strip(to_tsvector('simple', $3))) \
                  ON CONFLICT (seq) DO UPDATE SET tsv = EXCLUDED.tsv",
                 [seq.into(), scope.into(), doc.into()],
             ))
@@ -145,7 +151,7 @@ pub async fn index_many<C: ConnectionTrait>(
             let n = i * 3;
             rows.push(match backend {
                 DbBackend::Postgres => format!(
-                    "(${}, setweight(to_tsvector('simple', ${}), 'A') || setweight(to_tsvector('simple', ${}), 'D'))",
+                    "(${}, ${}::tsvector || strip(to_tsvector('simple', ${})))",
                     n + 1,
                     n + 2,
                     n + 3
@@ -191,33 +197,117 @@ pub async fn unindex<C: ConnectionTrait>(db: &C, seq: i64) -> Result<(), DbErr> 
 
 /// The `seq`s of the newest prompts (at most `limit`) whose scope matches `scope` and whose
 /// words contain every query term (the last one possibly as a prefix).
-pub async fn candidates<C: ConnectionTrait>(
-    db: &C,
+pub async fn candidates(
+    db: &DatabaseConnection,
     scope: &ScopeQuery,
     query: &Query,
     limit: u32,
 ) -> Result<Vec<i64>, DbErr> {
     let backend = db.get_database_backend();
-    let (sql, expr) = match backend {
-        DbBackend::Postgres => (
-            "SELECT seq FROM prompt_search WHERE tsv @@ to_tsquery('simple', $1) ORDER BY seq DESC LIMIT $2",
-            tsquery(scope, query),
-        ),
-        _ => (
-            "SELECT rowid FROM prompt_fts WHERE prompt_fts MATCH ? ORDER BY rowid LIMIT ?",
-            fts5_query(scope, query),
-        ),
-    };
+    if backend == DbBackend::Postgres {
+        return pg_candidates(db, scope, query, limit).await;
+    }
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            sql,
-            [Value::from(expr), Value::from(i64::from(limit))],
+            "SELECT rowid FROM prompt_fts WHERE prompt_fts MATCH ? ORDER BY rowid LIMIT ?",
+            [
+                Value::from(fts5_query(scope, query)),
+                Value::from(i64::from(limit)),
+            ],
         ))
         .await?;
     rows.iter()
         .map(|r| r.try_get_by_index::<i64>(0).map(|k| index_key(backend, k)))
         .collect()
+}
+
+/// Prompts a prefix query first looks for among the newest in the index.
+const NEWEST_WINDOW: i64 = 10_000;
+
+/// PostgreSQL picks between walking the index newest-first (fast when matches are many)
+/// and collecting every match from the GIN index (fast when they are few) by its estimate
+/// of how many match; for a prefix (`wri:*`) it has none and may walk a whole large library
+/// for a rare word. So a prefix query walks only the newest prompts, and if they hold too
+/// few matches, collects the older ones from the GIN index.
+async fn pg_candidates(
+    db: &DatabaseConnection,
+    scope: &ScopeQuery,
+    query: &Query,
+    limit: u32,
+) -> Result<Vec<i64>, DbErr> {
+    let backend = DbBackend::Postgres;
+    let (scope_q, words_q) = pg_tsquery(scope, query);
+    let condition = "tsv @@ ($1::tsquery && to_tsquery('simple', $2))";
+    let seqs = |rows: Vec<sea_orm::QueryResult>| -> Result<Vec<i64>, DbErr> {
+        rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
+    };
+    let limit = i64::from(limit);
+    if query.prefix.is_none() {
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT seq FROM prompt_search WHERE {condition} ORDER BY seq DESC LIMIT $3"
+                ),
+                [scope_q.into(), words_q.into(), limit.into()],
+            ))
+            .await?;
+        return seqs(rows);
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT seq FROM (SELECT seq, tsv FROM prompt_search ORDER BY seq DESC LIMIT $3) newest \
+                 WHERE {condition} ORDER BY seq DESC LIMIT $4"
+            ),
+            [
+                scope_q.clone().into(),
+                words_q.clone().into(),
+                NEWEST_WINDOW.into(),
+                limit.into(),
+            ],
+        ))
+        .await?;
+    let mut found = seqs(rows)?;
+    if found.len() as i64 >= limit {
+        return Ok(found);
+    }
+    let boundary = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT seq FROM prompt_search ORDER BY seq DESC OFFSET $1 LIMIT 1",
+            [(NEWEST_WINDOW - 1).into()],
+        ))
+        .await?
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?;
+    let Some(boundary) = boundary else {
+        // The window held the whole index.
+        return Ok(found);
+    };
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off")
+        .await?;
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT seq FROM prompt_search WHERE {condition} AND seq < $3 \
+                 ORDER BY seq DESC LIMIT $4"
+            ),
+            [
+                scope_q.into(),
+                words_q.into(),
+                boundary.into(),
+                (limit - found.len() as i64).into(),
+            ],
+        ))
+        .await?;
+    txn.commit().await?;
+    found.extend(seqs(rows)?);
+    Ok(found)
 }
 
 // Every token is letters and digits only (see `search_text`), so quoting cannot be broken
@@ -244,22 +334,23 @@ fn fts5_query(scope: &ScopeQuery, query: &Query) -> String {
     parts.join(" AND ")
 }
 
-fn tsquery(scope: &ScopeQuery, query: &Query) -> String {
-    let mut parts: Vec<String> = scope
+/// The scope part, for a `::tsquery` cast (kept as written: upper case), and the words
+/// part, for `to_tsquery('simple', …)` (folded and split as `to_tsvector` did the text).
+fn pg_tsquery(scope: &ScopeQuery, query: &Query) -> (String, String) {
+    let scope_q: Vec<String> = scope
         .all_of
         .iter()
         .map(|group| {
-            let any: Vec<String> = group.iter().map(|t| format!("'{t}':A")).collect();
+            let any: Vec<String> = group.iter().map(|t| format!("'{t}'")).collect();
             format!("({})", any.join(" | "))
         })
         .collect();
-    let mut words: Vec<String> = query.terms.iter().map(|t| format!("'{t}':D")).collect();
+    let mut words: Vec<String> = query.terms.iter().map(|t| format!("'{t}'")).collect();
     if let Some(p) = &query.prefix {
         let last = words.pop().map(|t| format!("{t} | ")).unwrap_or_default();
-        words.push(format!("({last}'{p}':*D)"));
+        words.push(format!("({last}'{p}':*)"));
     }
-    parts.extend(words);
-    parts.join(" & ")
+    (scope_q.join(" & "), words.join(" & "))
 }
 
 #[cfg(test)]
@@ -270,19 +361,22 @@ mod tests {
     fn both_query_languages_say_the_same_thing() {
         let mut scope = ScopeQuery::default();
         scope
-            .require_any(vec!["zzoabc".into(), "zzvpublic".into()])
-            .require_any(vec!["zzsactive".into()]);
+            .require_any(vec!["ZZOABC".into(), "ZZVPUBLIC".into()])
+            .require_any(vec!["ZZSACTIVE".into()]);
         let query = Query {
             terms: vec!["prompt".into(), "提示".into()],
             prefix: Some("wri".into()),
         };
         assert_eq!(
             fts5_query(&scope, &query),
-            "scope : (\"zzoabc\" OR \"zzvpublic\") AND scope : (\"zzsactive\") AND doc : (\"prompt\" AND (\"提示\" OR \"wri\" *))"
+            "scope : (\"ZZOABC\" OR \"ZZVPUBLIC\") AND scope : (\"ZZSACTIVE\") AND doc : (\"prompt\" AND (\"提示\" OR \"wri\" *))"
         );
         assert_eq!(
-            tsquery(&scope, &query),
-            "('zzoabc':A | 'zzvpublic':A) & ('zzsactive':A) & 'prompt':D & ('提示':D | 'wri':*D)"
+            pg_tsquery(&scope, &query),
+            (
+                "('ZZOABC' | 'ZZVPUBLIC') & ('ZZSACTIVE')".to_owned(),
+                "'prompt' & ('提示' | 'wri':*)".to_owned()
+            )
         );
     }
 

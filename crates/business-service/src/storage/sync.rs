@@ -28,26 +28,7 @@ tokio::task_local! {
 }
 
 fn statement(db: &impl ConnectionTrait, pg: &str, values: Vec<Value>) -> Statement {
-    let backend = db.get_database_backend();
-    let sql = if backend == sea_orm::DbBackend::Postgres {
-        pg.to_owned()
-    } else {
-        // Placeholders are numbered in order of appearance here, so `?` fits SQLite.
-        let mut out = String::new();
-        let mut chars = pg.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                while chars.peek().is_some_and(char::is_ascii_digit) {
-                    chars.next();
-                }
-                out.push('?');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    Statement::from_sql_and_values(backend, sql, values)
+    platform::db::statement(db.get_database_backend(), pg, values)
 }
 
 /// Records the receipt of the pushed change being applied, if any (see [`RECEIPT`]).

@@ -510,6 +510,25 @@ async fn bulk_created_prompts_are_like_any_other(backend: Backend) {
             variables: json!([]),
         })
         .collect();
+    // This second connection writes beside the service's own writer: on SQLite that only
+    // works while the service is not writing, so wait until its events are all sent.
+    for _ in 0..200 {
+        use sea_orm::ConnectionTrait;
+        let unsent = store
+            .db()
+            .read()
+            .query_one_raw(sea_orm::Statement::from_string(
+                store.db().backend(),
+                "SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL",
+            ))
+            .await
+            .unwrap()
+            .and_then(|row| row.try_get_by_index::<i64>(0).ok());
+        if unsent == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     assert_eq!(store.bulk_create(owner, &inputs).await.unwrap(), 1200);
     let (_, page) = app
         .get("/api/business/prompts?q=批量&limit=5", &alice)

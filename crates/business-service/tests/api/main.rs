@@ -6,6 +6,7 @@ mod helpers;
 mod hostile;
 mod library;
 mod prompts;
+mod sagas;
 mod search;
 mod sync;
 mod transfer;

@@ -78,7 +78,13 @@ impl Envelope {
             time: crate::clock::now(),
             datacontenttype: json_content_type(),
             data,
-            traceparent: Some(new_traceparent()),
+            traceparent: Some(
+                TRACEPARENT
+                    .try_with(Clone::clone)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(new_traceparent),
+            ),
         }
     }
 
@@ -105,7 +111,13 @@ pub fn new_traceparent() -> String {
     format!("00-{trace}-{span}-01")
 }
 
-fn valid_traceparent(tp: &str) -> bool {
+tokio::task_local! {
+    /// The trace of the request being handled, if its caller sent one.
+    pub static TRACEPARENT: Option<String>;
+}
+
+/// Is `tp` a W3C trace context header value (version 00)?
+pub fn valid_traceparent(tp: &str) -> bool {
     let parts: Vec<&str> = tp.split('-').collect();
     parts.len() == 4
         && [2, 32, 16, 2]

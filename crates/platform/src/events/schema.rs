@@ -1,7 +1,7 @@
 //! The outbox and inbox tables, the same in every service's database: each service adds
 //! [`EventTables`] to its own migrations.
 
-use sea_orm::{DbBackend, Statement, Value};
+use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 pub struct EventTables;
@@ -78,33 +78,7 @@ impl MigrationTrait for EventTables {
     }
 }
 
-/// A statement written with PostgreSQL's `$1, $2, …` placeholders, numbered in the order
-/// they appear, for either backend.
-pub(crate) fn statement(
-    backend: DbBackend,
-    sql: &str,
-    values: impl IntoIterator<Item = Value>,
-) -> Statement {
-    let sql = match backend {
-        DbBackend::Postgres => sql.to_owned(),
-        _ => {
-            let mut out = String::with_capacity(sql.len());
-            let mut chars = sql.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-                    while chars.peek().is_some_and(char::is_ascii_digit) {
-                        chars.next();
-                    }
-                    out.push('?');
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
+pub(crate) use crate::db::statement;
 
 pub(crate) fn now_ms() -> i64 {
     crate::clock::now().timestamp_millis()
