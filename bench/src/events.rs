@@ -148,18 +148,7 @@ async fn pipeline(
     paced: usize,
     gap: Duration,
 ) -> anyhow::Result<(Run, Run)> {
-    clear(db).await?;
-    let shutdown = CancellationToken::new();
-    let bus = EventBus::new(settings);
-    let relay = Relay::new(db.clone(), bus.clone(), "bench");
-    let tally = Tally::new(n);
-    bus.subscribe(
-        Subscription::durable("bench", "user.registered.queue"),
-        consumer(db.clone(), tally.clone()),
-        shutdown.clone(),
-    )
-    .await;
-    relay.spawn(shutdown.clone());
+    let (shutdown, relay, tally) = start(db, settings, n).await?;
     let started = Instant::now();
     let events: Vec<Envelope> = (0..n).map(event).collect();
     for chunk in events.chunks(batch) {
@@ -173,18 +162,7 @@ async fn pipeline(
     };
     shutdown.cancel();
 
-    clear(db).await?;
-    let shutdown = CancellationToken::new();
-    let bus = EventBus::new(settings);
-    let relay = Relay::new(db.clone(), bus.clone(), "bench");
-    let tally = Tally::new(paced);
-    bus.subscribe(
-        Subscription::durable("bench", "user.registered.queue"),
-        consumer(db.clone(), tally.clone()),
-        shutdown.clone(),
-    )
-    .await;
-    relay.spawn(shutdown.clone());
+    let (shutdown, relay, tally) = start(db, settings, paced).await?;
     let started = Instant::now();
     let mut ticks = tokio::time::interval(gap);
     for i in 0..paced {
@@ -199,6 +177,27 @@ async fn pipeline(
     };
     shutdown.cancel();
     Ok((throughput, latency))
+}
+
+/// An empty outbox and inbox, a relay and a consumer waiting for `want` events.
+async fn start(
+    db: &Db,
+    settings: &EventSettings,
+    want: usize,
+) -> anyhow::Result<(CancellationToken, Relay, Tally)> {
+    clear(db).await?;
+    let shutdown = CancellationToken::new();
+    let bus = EventBus::new(settings);
+    let relay = Relay::new(db.clone(), bus.clone(), "bench");
+    let tally = Tally::new(want);
+    bus.subscribe(
+        Subscription::durable("bench", "user.registered.queue"),
+        consumer(db.clone(), tally.clone()),
+        shutdown.clone(),
+    )
+    .await;
+    relay.spawn(shutdown.clone());
+    Ok((shutdown, relay, tally))
 }
 
 /// The same envelopes straight through RabbitMQ: persistent, confirmed, acknowledged.
@@ -307,11 +306,13 @@ pub async fn run(n: usize, rounds: u32, postgres: &str) -> anyhow::Result<()> {
     .await?;
     pg.migrate::<Migrator>().await?;
 
-    let tag = uuid::Uuid::new_v4().simple().to_string();
+    // A corner of the broker of this run's own, deleted at the end.
+    let names: Vec<&str> = platform::events::QUEUES.iter().map(|q| q.name).collect();
+    let namespace = testkit::RabbitNamespace::new(&names);
     let rabbit = EventSettings {
         transport: Transport::Rabbitmq,
-        exchange: format!("pfbench.{tag}"),
-        queue_prefix: format!("pfbench.{tag}."),
+        exchange: namespace.exchange.clone(),
+        queue_prefix: namespace.queue_prefix.clone(),
         ..EventSettings::default()
     };
     let memory = EventSettings::default();
@@ -376,34 +377,6 @@ pub async fn run(n: usize, rounds: u32, postgres: &str) -> anyhow::Result<()> {
     sqlite.close().await;
     pg.close().await;
     crate::drop_pg(postgres, &pg_name).await;
-    let names: Vec<&str> = platform::events::QUEUES.iter().map(|q| q.name).collect();
-    cleanup(&rabbit, &names).await;
+    drop(namespace);
     Ok(())
-}
-
-async fn cleanup(settings: &EventSettings, queues: &[&str]) {
-    let Ok(connection) = Connection::connect(RABBIT, Default::default()).await else {
-        return;
-    };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    for q in queues {
-        for name in [
-            format!("{}{q}", settings.queue_prefix),
-            format!("{}{q}.dlq", settings.queue_prefix),
-        ] {
-            let _ = channel
-                .queue_delete(name.as_str().into(), Default::default())
-                .await;
-        }
-    }
-    for e in [
-        settings.exchange.clone(),
-        format!("{}.dlx", settings.exchange),
-    ] {
-        let _ = channel
-            .exchange_delete(e.as_str().into(), Default::default())
-            .await;
-    }
 }

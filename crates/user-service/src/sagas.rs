@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::storage::Store;
+use crate::storage::sagas::{DELETION, REGISTRATION};
 
 /// Requests waiting for an account's saga to settle.
 #[derive(Clone, Default)]
@@ -95,33 +96,20 @@ pub fn handler(store: Store, relay: Relay, waiters: Waiters) -> Handler {
                     .clone()
                     .unwrap_or_else(|| "no reason given".into())
             };
-            let settled = match event.kind.as_str() {
-                contracts::LIBRARY_PROVISIONED => {
-                    store
-                        .finish_registration(&event.id, reply.user_id, Ok(()))
-                        .await?
-                }
-                contracts::LIBRARY_PROVISIONING_FAILED => {
-                    store
-                        .finish_registration(&event.id, reply.user_id, Err(why()))
-                        .await?
-                }
-                contracts::LIBRARY_DELETED => {
-                    store
-                        .finish_deletion(&event.id, reply.user_id, Ok(()))
-                        .await?
-                }
-                contracts::LIBRARY_DELETION_FAILED => {
-                    store
-                        .finish_deletion(&event.id, reply.user_id, Err(why()))
-                        .await?
-                }
+            let (saga, outcome) = match event.kind.as_str() {
+                contracts::LIBRARY_PROVISIONED => (REGISTRATION, Ok(())),
+                contracts::LIBRARY_PROVISIONING_FAILED => (REGISTRATION, Err(why())),
+                contracts::LIBRARY_DELETED => (DELETION, Ok(())),
+                contracts::LIBRARY_DELETION_FAILED => (DELETION, Err(why())),
                 other => {
                     return Err(Failure::Permanent(format!(
                         "user-service does not handle {other} events"
                     )));
                 }
             };
+            let settled = store
+                .finish_saga(saga, &event.id, reply.user_id, outcome)
+                .await?;
             if let Some(settled) = settled {
                 tracing::info!(user_id = %reply.user_id, event = %event.kind, ?settled, "saga settled");
                 relay.wake();

@@ -64,23 +64,25 @@ pub async fn log<C: ConnectionTrait>(
         .ok_or_else(|| DbErr::Custom("the change log gave no position".into()))?;
     let cursor: i64 = row.try_get("", "seq")?;
     super::sync::write_receipt(db, owner).await?;
-    outbox::enqueue(
+    announce(
         db,
-        &envelope(
-            contracts::DATA_SYNC,
-            owner.to_string(),
-            DataSync {
-                user_id: owner,
-                cursor,
-                entity: entity.into(),
-                entity_id: entity_id.into(),
-                op: op.into(),
-                device_id: device,
-            },
-        )?,
+        DataSync {
+            user_id: owner,
+            cursor,
+            entity: entity.into(),
+            entity_id: entity_id.into(),
+            op: op.into(),
+            device_id: device,
+        },
     )
     .await?;
     Ok(cursor)
+}
+
+/// `data.sync`: tells the owner's devices to pull from before `cursor`.
+async fn announce<C: ConnectionTrait>(db: &C, change: DataSync) -> Result<(), DbErr> {
+    let subject = change.user_id.to_string();
+    outbox::enqueue(db, &envelope(contracts::DATA_SYNC, subject, change)?).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,20 +233,16 @@ pub async fn bulk_created<C: ConnectionTrait>(
         .transpose()?
         .flatten()
         .unwrap_or(0);
-    outbox::enqueue(
+    announce(
         db,
-        &envelope(
-            contracts::DATA_SYNC,
-            owner.to_string(),
-            DataSync {
-                user_id: owner,
-                cursor,
-                entity: PROMPT.into(),
-                entity_id: String::new(),
-                op: UPSERT.into(),
-                device_id: None,
-            },
-        )?,
+        DataSync {
+            user_id: owner,
+            cursor,
+            entity: PROMPT.into(),
+            entity_id: String::new(),
+            op: UPSERT.into(),
+            device_id: None,
+        },
     )
     .await
 }

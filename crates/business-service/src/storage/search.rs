@@ -223,13 +223,15 @@ pub async fn candidates(
 }
 
 /// Prompts a prefix query first looks for among the newest in the index.
-const NEWEST_WINDOW: i64 = 10_000;
+const NEWEST_WINDOW: i64 = 2_000;
 
 /// PostgreSQL picks between walking the index newest-first (fast when matches are many)
 /// and collecting every match from the GIN index (fast when they are few) by its estimate
 /// of how many match; for a prefix (`wri:*`) it has none and may walk a whole large library
-/// for a rare word. So a prefix query walks only the newest prompts, and if they hold too
-/// few matches, collects the older ones from the GIN index.
+/// for a rare word. So a prefix query first walks the newest prompts, which also measures
+/// how dense the matches are; if they hold too few, the rest comes from the plan that
+/// density favours: walking on costs about `limit / density` rows, collecting costs about
+/// `rows × density`, so walk on when density ≥ √(limit / rows).
 async fn pg_candidates(
     db: &DatabaseConnection,
     scope: &ScopeQuery,
@@ -274,22 +276,34 @@ async fn pg_candidates(
     if found.len() as i64 >= limit {
         return Ok(found);
     }
-    let boundary = db
+    let bounds = db
         .query_one_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT seq FROM prompt_search ORDER BY seq DESC OFFSET $1 LIMIT 1",
+            "SELECT (SELECT seq FROM prompt_search ORDER BY seq DESC OFFSET $1 LIMIT 1) AS boundary, \
+                    (SELECT MAX(seq) FROM prompt_search) AS newest",
             [(NEWEST_WINDOW - 1).into()],
         ))
-        .await?
-        .map(|r| r.try_get_by_index::<i64>(0))
-        .transpose()?;
-    let Some(boundary) = boundary else {
+        .await?;
+    let (Some(boundary), Some(newest)) = (
+        bounds
+            .as_ref()
+            .and_then(|r| r.try_get::<Option<i64>>("", "boundary").ok().flatten()),
+        bounds
+            .as_ref()
+            .and_then(|r| r.try_get::<Option<i64>>("", "newest").ok().flatten()),
+    ) else {
         // The window held the whole index.
         return Ok(found);
     };
+    let density = found.len() as f64 / NEWEST_WINDOW as f64;
+    let walk = density >= (limit as f64 / newest.max(1) as f64).sqrt();
     let txn = db.begin().await?;
-    txn.execute_unprepared("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off")
-        .await?;
+    txn.execute_unprepared(if walk {
+        "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+    } else {
+        "SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off"
+    })
+    .await?;
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             backend,

@@ -17,55 +17,38 @@ impl MigrationTrait for EventTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         // Times are Unix milliseconds: one type that both engines compare the same way.
-        let sql = match manager.get_database_backend() {
-            DbBackend::Postgres => {
-                "CREATE TABLE outbox (
-                    seq BIGSERIAL PRIMARY KEY,
-                    id TEXT NOT NULL UNIQUE,
-                    kind TEXT NOT NULL,
-                    envelope TEXT NOT NULL,
-                    created_ms BIGINT NOT NULL,
-                    published_ms BIGINT,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
-                    last_error TEXT,
-                    dead_letter TEXT
-                );
-                CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_ms IS NULL;
-                CREATE INDEX outbox_sent ON outbox (published_ms) WHERE published_ms IS NOT NULL;
-                CREATE TABLE inbox (
-                    consumer TEXT NOT NULL,
-                    event_id TEXT NOT NULL,
-                    handled_ms BIGINT NOT NULL,
-                    PRIMARY KEY (consumer, event_id)
-                );
-                CREATE INDEX inbox_handled ON inbox (handled_ms);"
-            }
-            _ => {
-                "CREATE TABLE outbox (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id TEXT NOT NULL UNIQUE,
-                    kind TEXT NOT NULL,
-                    envelope TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    published_ms INTEGER,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT,
-                    dead_letter TEXT
-                );
-                CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_ms IS NULL;
-                CREATE INDEX outbox_sent ON outbox (published_ms) WHERE published_ms IS NOT NULL;
-                CREATE TABLE inbox (
-                    consumer TEXT NOT NULL,
-                    event_id TEXT NOT NULL,
-                    handled_ms INTEGER NOT NULL,
-                    PRIMARY KEY (consumer, event_id)
-                ) WITHOUT ROWID;
-                CREATE INDEX inbox_handled ON inbox (handled_ms);"
-            }
+        let (seq, int, without_rowid) = match manager.get_database_backend() {
+            DbBackend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT", ""),
+            _ => (
+                "INTEGER PRIMARY KEY AUTOINCREMENT",
+                "INTEGER",
+                " WITHOUT ROWID",
+            ),
         };
-        db.execute_unprepared(sql).await?;
+        let sql = format!(
+            "CREATE TABLE outbox (
+                seq {seq},
+                id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                envelope TEXT NOT NULL,
+                created_ms {int} NOT NULL,
+                published_ms {int},
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_ms {int} NOT NULL DEFAULT 0,
+                last_error TEXT,
+                dead_letter TEXT
+            );
+            CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_ms IS NULL;
+            CREATE INDEX outbox_sent ON outbox (published_ms) WHERE published_ms IS NOT NULL;
+            CREATE TABLE inbox (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                handled_ms {int} NOT NULL,
+                PRIMARY KEY (consumer, event_id)
+            ){without_rowid};
+            CREATE INDEX inbox_handled ON inbox (handled_ms);"
+        );
+        db.execute_unprepared(&sql).await?;
         Ok(())
     }
 

@@ -168,28 +168,6 @@ impl Store {
         outbox::enqueue(self.db.write(), &registered(user, None)?).await
     }
 
-    /// Registration, last step: business-service answered. `Ok` activates the account;
-    /// `Err` removes it (the name is free again). `None`: already handled, or no such
-    /// saga running (it timed out before the answer came).
-    pub async fn finish_registration(
-        &self,
-        event_id: &str,
-        user_id: Uuid,
-        outcome: Result<(), String>,
-    ) -> Result<Option<Settled>, DbErr> {
-        let txn = self.db.write().begin().await?;
-        if !inbox::claim(&txn, CONSUMER, event_id).await? {
-            return Ok(None);
-        }
-        let Some(saga) = running(&txn, REGISTRATION, user_id).await? else {
-            txn.commit().await?;
-            return Ok(None);
-        };
-        let settled = settle_registration(&txn, saga, outcome).await?;
-        txn.commit().await?;
-        Ok(Some(settled))
-    }
-
     /// Account deletion, step 1: the account goes `deleting` and its sessions end; the saga;
     /// `user.deleted` with the deadline after which business-service must not act.
     pub async fn start_deletion(
@@ -230,9 +208,13 @@ impl Store {
         Ok(user)
     }
 
-    /// Account deletion, last step: `Ok` removes the account; `Err` makes it active again.
-    pub async fn finish_deletion(
+    /// A saga's last step: business-service answered. Registration: `Ok` activates the
+    /// account, `Err` removes it (the name is free again). Deletion: `Ok` removes the
+    /// account, `Err` makes it active again. `None`: already handled, or no such saga
+    /// running (it timed out before the answer came).
+    pub async fn finish_saga(
         &self,
+        kind: &str,
         event_id: &str,
         user_id: Uuid,
         outcome: Result<(), String>,
@@ -241,11 +223,11 @@ impl Store {
         if !inbox::claim(&txn, CONSUMER, event_id).await? {
             return Ok(None);
         }
-        let Some(saga) = running(&txn, DELETION, user_id).await? else {
+        let Some(saga) = running(&txn, kind, user_id).await? else {
             txn.commit().await?;
             return Ok(None);
         };
-        let settled = settle_deletion(&txn, saga, outcome).await?;
+        let settled = settle(&txn, saga, outcome).await?;
         txn.commit().await?;
         Ok(Some(settled))
     }
@@ -274,11 +256,7 @@ impl Store {
             };
             let user_id = saga.user_id;
             let why = Err("business-service did not answer in time".to_owned());
-            let outcome = if saga.kind == REGISTRATION {
-                settle_registration(&txn, saga, why).await?
-            } else {
-                settle_deletion(&txn, saga, why).await?
-            };
+            let outcome = settle(&txn, saga, why).await?;
             txn.commit().await?;
             tracing::warn!(%user_id, ?outcome, "saga timed out and was compensated");
             settled.push((user_id, outcome));
@@ -306,6 +284,18 @@ fn registered(user: &User, deadline: Option<DateTime<Utc>>) -> Result<Envelope, 
             deadline,
         },
     )
+}
+
+async fn settle<C: ConnectionTrait>(
+    db: &C,
+    saga: Saga,
+    outcome: Result<(), String>,
+) -> Result<Settled, DbErr> {
+    if saga.kind == REGISTRATION {
+        settle_registration(db, saga, outcome).await
+    } else {
+        settle_deletion(db, saga, outcome).await
+    }
 }
 
 async fn settle_registration<C: ConnectionTrait>(
