@@ -124,6 +124,7 @@ impl Store {
         } = new;
         let name = name.as_str();
         let txn = self.db.write().begin().await?;
+        super::library::refuse_if_deleted(&txn, owner).await?;
         if let Some(id) = id
             && Folders::find_by_id(id).one(&txn).await?.is_some()
         {

@@ -54,6 +54,27 @@ fn raw(db: &impl ConnectionTrait, pg: &str, values: Vec<sea_orm::Value>) -> Stat
     platform::db::statement(db.get_database_backend(), pg, values)
 }
 
+/// Refuses to create anything for an account whose library was deleted with it.
+pub(super) async fn refuse_if_deleted<C: ConnectionTrait>(
+    db: &C,
+    owner: Uuid,
+) -> Result<(), super::WriteError> {
+    let gone = db
+        .query_one_raw(raw(
+            db,
+            "SELECT 1 AS one FROM deleted_owners WHERE owner_id = $1",
+            vec![owner.to_string().into()],
+        ))
+        .await?
+        .is_some();
+    if gone {
+        return Err(super::WriteError::Refused(
+            "this account has been deleted".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn too_late(deadline: Option<DateTime<Utc>>) -> bool {
     deadline.is_some_and(|d| platform::clock::now() > d)
 }
@@ -171,6 +192,16 @@ impl Store {
             .filter(super::entities::categories::Column::OwnerId.eq(user_id))
             .exec(&txn)
             .await?;
+        // Remembered, so a token issued before the deletion cannot fill a library again.
+        txn.execute_raw(raw(
+            &txn,
+            "INSERT INTO deleted_owners (owner_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            vec![
+                user_id.to_string().into(),
+                platform::clock::now().timestamp_millis().into(),
+            ],
+        ))
+        .await?;
         for table in ["sync_log", "sync_pushes", "libraries"] {
             txn.execute_raw(raw(
                 &txn,

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::events::schema::EventTables),
             Box::new(M0002LibrariesAndSync),
             Box::new(M0003UnweightedSearch),
+            Box::new(M0004DeletedOwners),
         ]
     }
 }
@@ -438,6 +439,31 @@ impl MigrationTrait for M0003UnweightedSearch {
                 )
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// Accounts deleted with their library: nothing is created for them again.
+struct M0004DeletedOwners;
+
+impl MigrationName for M0004DeletedOwners {
+    fn name(&self) -> &str {
+        "m0004_deleted_owners"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004DeletedOwners {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let int = match m.get_database_backend() {
+            DbBackend::Postgres => "BIGINT",
+            _ => "INTEGER",
+        };
+        m.get_connection()
+            .execute_unprepared(&format!(
+                "CREATE TABLE deleted_owners (owner_id TEXT PRIMARY KEY, at_ms {int} NOT NULL)"
+            ))
+            .await?;
         Ok(())
     }
 }

@@ -87,6 +87,7 @@ pub(super) async fn insert_prompt<C: ConnectionTrait>(
     input: PromptInput,
     change: &Change,
 ) -> Result<Record, WriteError> {
+    super::library::refuse_if_deleted(txn, owner).await?;
     if let Some(folder) = input.folder_id
         && !folder_is_owned(txn, owner, folder).await?
     {

@@ -245,8 +245,13 @@ async fn pg_candidates(
         rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
     };
     let limit = i64::from(limit);
+    // Statements are prepared and cached; a cached generic plan would be chosen without
+    // the query's words and kept whatever the settings below. Plan each search afresh.
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await?;
     if query.prefix.is_none() {
-        let rows = db
+        let rows = txn
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 format!(
@@ -255,9 +260,10 @@ async fn pg_candidates(
                 [scope_q.into(), words_q.into(), limit.into()],
             ))
             .await?;
+        txn.commit().await?;
         return seqs(rows);
     }
-    let rows = db
+    let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             format!(
@@ -274,9 +280,10 @@ async fn pg_candidates(
         .await?;
     let mut found = seqs(rows)?;
     if found.len() as i64 >= limit {
+        txn.commit().await?;
         return Ok(found);
     }
-    let bounds = db
+    let bounds = txn
         .query_one_raw(Statement::from_sql_and_values(
             backend,
             "SELECT (SELECT seq FROM prompt_search ORDER BY seq DESC OFFSET $1 LIMIT 1) AS boundary, \
@@ -293,11 +300,11 @@ async fn pg_candidates(
             .and_then(|r| r.try_get::<Option<i64>>("", "newest").ok().flatten()),
     ) else {
         // The window held the whole index.
+        txn.commit().await?;
         return Ok(found);
     };
     let density = found.len() as f64 / NEWEST_WINDOW as f64;
     let walk = density >= (limit as f64 / newest.max(1) as f64).sqrt();
-    let txn = db.begin().await?;
     txn.execute_unprepared(if walk {
         "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
     } else {

@@ -438,6 +438,16 @@ async fn deleting_an_account_deletes_its_library_then_the_account(backend: Backe
         StatusCode::UNAUTHORIZED,
         "invalid-credentials",
     );
+    // An access token issued before the deletion cannot fill a library again.
+    let (status, problem) = send(
+        sys.client
+            .post(sys.business_url("/api/business/prompts"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": "Orphan", "content": "must not exist" })),
+    )
+    .await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, "refused");
+    assert_eq!(sys.rows_of("prompts", "owner_id", &id).await, 0);
     // Its token no longer works where sessions are checked.
     let (status, _) = send(
         sys.client
