@@ -222,88 +222,62 @@ pub async fn candidates(
         .collect()
 }
 
-/// Prompts a prefix query first looks for among the newest in the index.
-const NEWEST_WINDOW: i64 = 2_000;
+/// How many of the newest prompts a prefix query walks first, and then, if that found some
+/// matches but not enough, how many more, before choosing how to find the rest.
+const FIRST_WINDOW: i64 = 2_000;
+const SECOND_WINDOW: i64 = 20_000;
 
 /// PostgreSQL picks between walking the index newest-first (fast when matches are many)
 /// and collecting every match from the GIN index (fast when they are few) by its estimate
 /// of how many match; for a prefix (`wri:*`) it has none and may walk a whole large library
-/// for a rare word. So a prefix query first walks the newest prompts, which also measures
-/// how dense the matches are; if they hold too few, the rest comes from the plan that
-/// density favours: walking on costs about `limit / density` rows, collecting costs about
-/// `rows × density`, so walk on when density ≥ √(limit / rows).
+/// for a rare word, or collect a third of it for a common one. So a prefix query walks the
+/// newest prompts itself, which also measures how dense the matches are, then finds the
+/// rest the way that density favours: walking on costs about `limit / density` rows,
+/// collecting about `rows × density`, so it walks on when density ≥ √(limit / rows); either
+/// way at most about √(limit × rows) rows. No match at all among the first window means a
+/// rare word: collect at once.
 async fn pg_candidates(
     db: &DatabaseConnection,
     scope: &ScopeQuery,
     query: &Query,
     limit: u32,
 ) -> Result<Vec<i64>, DbErr> {
-    let backend = DbBackend::Postgres;
     let (scope_q, words_q) = pg_tsquery(scope, query);
-    let condition = "tsv @@ ($1::tsquery && to_tsquery('simple', $2))";
-    let seqs = |rows: Vec<sea_orm::QueryResult>| -> Result<Vec<i64>, DbErr> {
-        rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
-    };
     let limit = i64::from(limit);
     // Statements are prepared and cached; a cached generic plan would be chosen without
     // the query's words and kept whatever the settings below. Plan each search afresh.
     let txn = db.begin().await?;
     txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
         .await?;
+    let search = PgSearch {
+        txn: &txn,
+        scope_q,
+        words_q,
+    };
     if query.prefix.is_none() {
-        let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                format!(
-                    "SELECT seq FROM prompt_search WHERE {condition} ORDER BY seq DESC LIMIT $3"
-                ),
-                [scope_q.into(), words_q.into(), limit.into()],
-            ))
-            .await?;
-        txn.commit().await?;
-        return seqs(rows);
-    }
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "SELECT seq FROM (SELECT seq, tsv FROM prompt_search ORDER BY seq DESC LIMIT $3) newest \
-                 WHERE {condition} ORDER BY seq DESC LIMIT $4"
-            ),
-            [
-                scope_q.clone().into(),
-                words_q.clone().into(),
-                NEWEST_WINDOW.into(),
-                limit.into(),
-            ],
-        ))
-        .await?;
-    let mut found = seqs(rows)?;
-    if found.len() as i64 >= limit {
+        let found = search.rest(i64::MAX, limit).await?;
         txn.commit().await?;
         return Ok(found);
     }
-    let bounds = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT (SELECT seq FROM prompt_search ORDER BY seq DESC OFFSET $1 LIMIT 1) AS boundary, \
-                    (SELECT MAX(seq) FROM prompt_search) AS newest",
-            [(NEWEST_WINDOW - 1).into()],
-        ))
-        .await?;
-    let (Some(boundary), Some(newest)) = (
-        bounds
-            .as_ref()
-            .and_then(|r| r.try_get::<Option<i64>>("", "boundary").ok().flatten()),
-        bounds
-            .as_ref()
-            .and_then(|r| r.try_get::<Option<i64>>("", "newest").ok().flatten()),
-    ) else {
-        // The window held the whole index.
+    let (mut found, mut below) = search.window(i64::MAX, FIRST_WINDOW, limit).await?;
+    let mut walked = FIRST_WINDOW;
+    if (found.len() as i64) < limit
+        && !found.is_empty()
+        && let Some(b) = below
+    {
+        let (more, next) = search
+            .window(b, SECOND_WINDOW, limit - found.len() as i64)
+            .await?;
+        found.extend(more);
+        below = next;
+        walked += SECOND_WINDOW;
+    }
+    let Some(below) = below.filter(|_| (found.len() as i64) < limit) else {
         txn.commit().await?;
         return Ok(found);
     };
-    let density = found.len() as f64 / NEWEST_WINDOW as f64;
+    let newest = search.newest().await?;
+    let density = found.len() as f64 / walked as f64;
     let walk = density >= (limit as f64 / newest.max(1) as f64).sqrt();
     txn.execute_unprepared(if walk {
         "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
@@ -311,24 +285,93 @@ async fn pg_candidates(
         "SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = off"
     })
     .await?;
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
+    let rest = search.rest(below, limit - found.len() as i64).await?;
+    txn.commit().await?;
+    found.extend(rest);
+    Ok(found)
+}
+
+struct PgSearch<'a> {
+    txn: &'a sea_orm::DatabaseTransaction,
+    scope_q: String,
+    words_q: String,
+}
+
+const PG_MATCH: &str = "tsv @@ ($1::tsquery && to_tsquery('simple', $2))";
+
+impl PgSearch<'_> {
+    async fn seqs(&self, sql: String, mut values: Vec<Value>) -> Result<Vec<i64>, DbErr> {
+        let mut all = vec![
+            Value::from(self.scope_q.clone()),
+            Value::from(self.words_q.clone()),
+        ];
+        all.append(&mut values);
+        let rows = self
+            .txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                all,
+            ))
+            .await?;
+        rows.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
+    }
+
+    /// Matches among the `size` newest prompts below `below`, and the oldest `seq` of that
+    /// window (None when the window reached the oldest prompt).
+    async fn window(
+        &self,
+        below: i64,
+        size: i64,
+        limit: i64,
+    ) -> Result<(Vec<i64>, Option<i64>), DbErr> {
+        let found = self
+            .seqs(
+                format!(
+                    "SELECT seq FROM (SELECT seq, tsv FROM prompt_search WHERE seq < $3 \
+                     ORDER BY seq DESC LIMIT $4) newest WHERE {PG_MATCH} ORDER BY seq DESC LIMIT $5"
+                ),
+                vec![below.into(), size.into(), limit.into()],
+            )
+            .await?;
+        let edge = self
+            .txn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT seq FROM prompt_search WHERE seq < $1 ORDER BY seq DESC OFFSET $2 LIMIT 1",
+                [below.into(), (size - 1).into()],
+            ))
+            .await?
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .transpose()?;
+        Ok((found, edge))
+    }
+
+    /// Matches below `below`, newest first, by whatever plan the settings allow.
+    async fn rest(&self, below: i64, limit: i64) -> Result<Vec<i64>, DbErr> {
+        self.seqs(
             format!(
-                "SELECT seq FROM prompt_search WHERE {condition} AND seq < $3 \
+                "SELECT seq FROM prompt_search WHERE {PG_MATCH} AND seq < $3 \
                  ORDER BY seq DESC LIMIT $4"
             ),
-            [
-                scope_q.into(),
-                words_q.into(),
-                boundary.into(),
-                (limit - found.len() as i64).into(),
-            ],
-        ))
-        .await?;
-    txn.commit().await?;
-    found.extend(seqs(rows)?);
-    Ok(found)
+            vec![below.into(), limit.into()],
+        )
+        .await
+    }
+
+    async fn newest(&self) -> Result<i64, DbErr> {
+        Ok(self
+            .txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT MAX(seq) FROM prompt_search",
+            ))
+            .await?
+            .map(|r| r.try_get_by_index::<Option<i64>>(0))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0))
+    }
 }
 
 // Every token is letters and digits only (see `search_text`), so quoting cannot be broken
