@@ -212,9 +212,9 @@ async fn bare(n: usize, paced: usize, gap: Duration) -> anyhow::Result<(Run, Run
     let receiver = connection.create_channel().await?;
     receiver.basic_qos(32, Default::default()).await?;
     let queue = format!("pfbench.bare.{}", uuid::Uuid::new_v4().simple());
+    // Exclusive: gone with the connection (not auto-delete: each run's consumer leaves).
     let options = QueueDeclareOptions {
         exclusive: true,
-        auto_delete: true,
         ..Default::default()
     };
     receiver
