@@ -222,8 +222,8 @@ pub async fn candidates(
         .collect()
 }
 
-/// How many of the newest prompts a prefix query walks first, and then, if that did not
-/// find enough, how many more, before choosing how to find the rest.
+/// How many of the newest prompts a prefix query walks first, and then, if that found some
+/// matches but not enough, how many more, before choosing how to find the rest.
 const FIRST_WINDOW: i64 = 2_000;
 const SECOND_WINDOW: i64 = 20_000;
 
@@ -234,9 +234,8 @@ const SECOND_WINDOW: i64 = 20_000;
 /// newest prompts itself, which also measures how dense the matches are, then finds the
 /// rest the way that density favours: walking on costs about `limit / density` rows,
 /// collecting about `rows × density`, so it walks on when density ≥ √(limit / rows); either
-/// way at most about √(limit × rows) rows. The newest prompts need not be typical (a fresh
-/// import, say), so even a first window without a match is not taken as proof of a rare
-/// word.
+/// way at most about √(limit × rows) rows. No match at all among the first window means a
+/// rare word: collect at once.
 async fn pg_candidates(
     db: &DatabaseConnection,
     scope: &ScopeQuery,
@@ -263,6 +262,7 @@ async fn pg_candidates(
     let (mut found, mut below) = search.window(i64::MAX, FIRST_WINDOW, limit).await?;
     let mut walked = FIRST_WINDOW;
     if (found.len() as i64) < limit
+        && !found.is_empty()
         && let Some(b) = below
     {
         let (more, next) = search
