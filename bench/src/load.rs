@@ -150,9 +150,15 @@ async fn connection(
 
 /// Registers a user and logs in; returns an access token.
 pub async fn login(addr: &str) -> anyhow::Result<String> {
+    login_as(addr, "bencher").await
+}
+
+/// Registers `name` (if new) and logs in; returns an access token.
+pub async fn login_as(addr: &str, name: &str) -> anyhow::Result<String> {
     let client = reqwest::Client::new();
+    let password = "correct horse battery";
     let body = serde_json::json!({
-        "username": "bencher", "email": "bencher@example.com", "password": "correct horse battery"
+        "username": name, "email": format!("{name}@example.com"), "password": password
     });
     client
         .post(format!("http://{addr}/api/auth/register"))
@@ -161,7 +167,7 @@ pub async fn login(addr: &str) -> anyhow::Result<String> {
         .await?;
     let tokens: serde_json::Value = client
         .post(format!("http://{addr}/api/auth/login"))
-        .json(&serde_json::json!({ "username": "bencher", "password": "correct horse battery" }))
+        .json(&serde_json::json!({ "username": name, "password": password }))
         .send()
         .await?
         .json()

@@ -47,24 +47,9 @@ async fn start_up() -> anyhow::Result<Up> {
     })
 }
 
-async fn user(client: &reqwest::Client, up: &Up, name: &str) -> anyhow::Result<String> {
-    let password = "correct horse battery";
-    client
-        .post(format!("{}/api/auth/register", up.users))
-        .json(&json!({ "username": name, "email": format!("{name}@example.com"), "password": password }))
-        .send()
-        .await?;
-    let tokens: Value = client
-        .post(format!("{}/api/auth/login", up.users))
-        .json(&json!({ "username": name, "password": password }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    tokens["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no access token")
+async fn user(up: &Up, name: &str) -> anyhow::Result<String> {
+    let addr = up.users.trim_start_matches("http://");
+    crate::load::login_as(addr, name).await
 }
 
 fn prompt_data(i: usize) -> Value {
@@ -113,7 +98,7 @@ pub async fn run(changes: usize, rounds: u32) -> anyhow::Result<()> {
     for round in 0..rounds {
         eprintln!("sync round {}", round + 1);
         // Baseline for writes: the same prompts one POST at a time.
-        let token = user(&client, &up, &format!("poster{round}")).await?;
+        let token = user(&up, &format!("poster{round}")).await?;
         let posts = 500;
         let started = Instant::now();
         for i in 0..posts {
@@ -128,7 +113,7 @@ pub async fn run(changes: usize, rounds: u32) -> anyhow::Result<()> {
         post.push(posts as f64 / started.elapsed().as_secs_f64());
 
         // A device comes online with `changes` prompts it made offline.
-        let token = user(&client, &up, &format!("syncer{round}")).await?;
+        let token = user(&up, &format!("syncer{round}")).await?;
         let started = Instant::now();
         for chunk in (0..changes).collect::<Vec<_>>().chunks(500) {
             let batch: Vec<Value> = chunk

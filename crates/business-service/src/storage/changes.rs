@@ -4,11 +4,12 @@
 
 use platform::events::contracts::{self, DataSync, PromptChanged};
 use platform::events::{Envelope, outbox};
-use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbErr, Value};
 use uuid::Uuid;
 
 use super::entities::folders::Model as Folder;
 use super::entities::prompts::Model as Prompt;
+use super::statement;
 
 pub const PROMPT: &str = "prompt";
 pub const FOLDER: &str = "folder";
@@ -24,10 +25,6 @@ tokio::task_local! {
 
 fn device() -> Option<String> {
     DEVICE.try_with(Clone::clone).ok().flatten()
-}
-
-fn statement(db: &impl ConnectionTrait, pg: &str, values: Vec<Value>) -> Statement {
-    platform::db::statement(db.get_database_backend(), pg, values)
 }
 
 fn envelope(kind: &str, subject: String, data: impl serde::Serialize) -> Result<Envelope, DbErr> {
@@ -221,18 +218,7 @@ pub async fn bulk_created<C: ConnectionTrait>(
         db.execute_raw(statement(db, &sql, values)).await?;
     }
     // The lot's single announcement points at its last entry.
-    let row = db
-        .query_one_raw(statement(
-            db,
-            "SELECT MAX(seq) AS seq FROM sync_log WHERE owner_id = $1",
-            vec![owner.to_string().into()],
-        ))
-        .await?;
-    let cursor = row
-        .map(|r| r.try_get::<Option<i64>>("", "seq"))
-        .transpose()?
-        .flatten()
-        .unwrap_or(0);
+    let cursor = super::sync::head(db, owner).await?;
     announce(
         db,
         DataSync {

@@ -8,15 +8,15 @@ use platform::events::contracts::{self, LibraryReply};
 use platform::events::{Envelope, inbox, outbox};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Set, Statement, TransactionTrait,
+    Set, TransactionTrait,
 };
 use uuid::Uuid;
 
-use super::Store;
 use super::entities::favorites::{self, Entity as Favorites};
 use super::entities::folders::{self, Entity as Folders};
 use super::entities::prompts::{self, Entity as Prompts};
 use super::prompts::{Change, PromptInput, insert_prompt};
+use super::{Store, statement};
 use crate::domain::validation::key;
 use crate::domain::{starter, template};
 
@@ -50,17 +50,13 @@ async fn send<C: ConnectionTrait>(db: &C, a: &Answer) -> Result<(), DbErr> {
     .await
 }
 
-fn raw(db: &impl ConnectionTrait, pg: &str, values: Vec<sea_orm::Value>) -> Statement {
-    platform::db::statement(db.get_database_backend(), pg, values)
-}
-
 /// Refuses to create anything for an account whose library was deleted with it.
 pub(super) async fn refuse_if_deleted<C: ConnectionTrait>(
     db: &C,
     owner: Uuid,
 ) -> Result<(), super::WriteError> {
     let gone = db
-        .query_one_raw(raw(
+        .query_one_raw(statement(
             db,
             "SELECT 1 AS one FROM deleted_owners WHERE owner_id = $1",
             vec![owner.to_string().into()],
@@ -109,7 +105,7 @@ impl Store {
             return Ok(Some(a));
         }
         let exists = txn
-            .query_one_raw(raw(
+            .query_one_raw(statement(
                 &txn,
                 "SELECT 1 AS one FROM libraries WHERE owner_id = $1",
                 vec![user_id.to_string().into()],
@@ -118,7 +114,7 @@ impl Store {
             .is_some();
         let mut created = 0;
         if !exists {
-            txn.execute_raw(raw(
+            txn.execute_raw(statement(
                 &txn,
                 "INSERT INTO libraries (owner_id, quota_prompts, provisioned_ms) VALUES ($1, $2, $3)",
                 vec![
@@ -193,7 +189,7 @@ impl Store {
             .exec(&txn)
             .await?;
         // Remembered, so a token issued before the deletion cannot fill a library again.
-        txn.execute_raw(raw(
+        txn.execute_raw(statement(
             &txn,
             "INSERT INTO deleted_owners (owner_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             vec![
@@ -203,7 +199,7 @@ impl Store {
         ))
         .await?;
         for table in ["sync_log", "sync_pushes", "libraries"] {
-            txn.execute_raw(raw(
+            txn.execute_raw(statement(
                 &txn,
                 &format!("DELETE FROM {table} WHERE owner_id = $1"),
                 vec![user_id.to_string().into()],
@@ -221,7 +217,7 @@ impl Store {
     pub async fn library_quota(&self, user_id: Uuid) -> Result<Option<u64>, DbErr> {
         let db = self.db.read();
         let row = db
-            .query_one_raw(raw(
+            .query_one_raw(statement(
                 db,
                 "SELECT quota_prompts FROM libraries WHERE owner_id = $1",
                 vec![user_id.to_string().into()],

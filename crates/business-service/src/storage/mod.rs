@@ -71,6 +71,15 @@ impl Store {
     }
 }
 
+/// A statement written with PostgreSQL's `$n` placeholders, for `db`'s backend.
+pub(crate) fn statement(
+    db: &impl sea_orm::ConnectionTrait,
+    pg: &str,
+    values: Vec<sea_orm::Value>,
+) -> sea_orm::Statement {
+    platform::db::statement(db.get_database_backend(), pg, values)
+}
+
 /// Why a write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

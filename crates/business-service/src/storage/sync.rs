@@ -3,15 +3,14 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement, Value,
 };
 use uuid::Uuid;
 
-use super::Store;
 use super::entities::folders::{self, Entity as Folders};
 use super::entities::prompts::{self, Entity as Prompts};
 use super::folders::Folder;
 use super::prompts::Record;
+use super::{Store, statement};
 
 #[derive(Debug, Clone)]
 pub struct LogEntry {
@@ -25,10 +24,6 @@ tokio::task_local! {
     /// Set while a pushed change is applied: the write's transaction records the receipt
     /// of `(owner, change_id)`, so the change and its receipt commit together.
     pub static RECEIPT: Option<String>;
-}
-
-fn statement(db: &impl ConnectionTrait, pg: &str, values: Vec<Value>) -> Statement {
-    platform::db::statement(db.get_database_backend(), pg, values)
 }
 
 /// Records the receipt of the pushed change being applied, if any (see [`RECEIPT`]).
@@ -51,22 +46,26 @@ pub(super) async fn write_receipt<C: ConnectionTrait>(db: &C, owner: Uuid) -> Re
     Ok(())
 }
 
+/// The newest position in `owner`'s change log (0 before any change).
+pub(super) async fn head<C: ConnectionTrait>(db: &C, owner: Uuid) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(statement(
+            db,
+            "SELECT MAX(seq) AS seq FROM sync_log WHERE owner_id = $1",
+            vec![owner.to_string().into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<Option<i64>>("", "seq"))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0))
+}
+
 impl Store {
     /// The newest position in `owner`'s change log (0 before any change).
     pub async fn sync_head(&self, owner: Uuid) -> Result<i64, DbErr> {
-        let db = self.db.read();
-        let row = db
-            .query_one_raw(statement(
-                db,
-                "SELECT MAX(seq) AS seq FROM sync_log WHERE owner_id = $1",
-                vec![owner.to_string().into()],
-            ))
-            .await?;
-        Ok(row
-            .map(|r| r.try_get::<Option<i64>>("", "seq"))
-            .transpose()?
-            .flatten()
-            .unwrap_or(0))
+        head(self.db.read(), owner).await
     }
 
     pub async fn sync_log_after(
