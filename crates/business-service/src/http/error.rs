@@ -46,6 +46,16 @@ impl From<WriteError> for Error {
                     .detail("another of your prompts (perhaps one in the trash) has this slug")
                     .into()
             }
+            WriteError::QuotaExceeded(quota) => Problem::new(
+                StatusCode::CONFLICT,
+                "quota-exceeded",
+                "The library is full",
+            )
+            .detail(format!(
+                "your library holds its quota of {quota} prompts (the trash counts); delete some to make room"
+            ))
+            .with("quota", quota)
+            .into(),
             WriteError::IdTaken => {
                 Problem::new(StatusCode::CONFLICT, "id-taken", "The id is taken")
                     .detail(

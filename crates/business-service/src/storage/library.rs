@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use platform::events::contracts::{self, LibraryReply};
 use platform::events::{Envelope, inbox, outbox};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -67,6 +67,35 @@ pub(super) async fn refuse_if_deleted<C: ConnectionTrait>(
         return Err(super::WriteError::Refused(
             "this account has been deleted".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a new prompt when the owner's library holds its quota (libraries provisioned by
+/// the registration saga have one; others are not limited).
+pub(super) async fn refuse_if_full<C: ConnectionTrait>(
+    db: &C,
+    owner: Uuid,
+) -> Result<(), super::WriteError> {
+    let quota = db
+        .query_one_raw(statement(
+            db,
+            "SELECT quota_prompts FROM libraries WHERE owner_id = $1",
+            vec![owner.to_string().into()],
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "quota_prompts"))
+        .transpose()?;
+    let Some(quota) = quota else {
+        return Ok(());
+    };
+    let held = Prompts::find()
+        .filter(prompts::Column::OwnerId.eq(owner))
+        .count(db)
+        .await?;
+    let quota = quota.max(0) as u64;
+    if held >= quota {
+        return Err(super::WriteError::QuotaExceeded(quota));
     }
     Ok(())
 }

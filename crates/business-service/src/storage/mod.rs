@@ -90,6 +90,9 @@ pub enum WriteError {
     Stale(i64),
     #[error("the slug is taken")]
     SlugTaken,
+    /// The library holds as many prompts as its quota allows.
+    #[error("the library is full ({0} prompts)")]
+    QuotaExceeded(u64),
     /// A client-chosen id that something already has.
     #[error("the id is taken")]
     IdTaken,

@@ -88,6 +88,7 @@ pub(super) async fn insert_prompt<C: ConnectionTrait>(
     change: &Change,
 ) -> Result<Record, WriteError> {
     super::library::refuse_if_deleted(txn, owner).await?;
+    super::library::refuse_if_full(txn, owner).await?;
     if let Some(folder) = input.folder_id
         && !folder_is_owned(txn, owner, folder).await?
     {

@@ -264,6 +264,7 @@ on_both_backends!(
 
 async fn registering_provisions_a_library_and_the_account_is_active_at_once(backend: Backend) {
     let mut sys = System::new(backend, false).await;
+    sys.business.default_quota = 4;
     sys.start_users().await;
     sys.start_business().await;
     let (status, user) = sys.register("newcomer").await;
@@ -288,6 +289,19 @@ async fn registering_provisions_a_library_and_the_account_is_active_at_once(back
     );
     let id = user["id"].as_str().unwrap();
     assert_eq!(sys.rows_of("libraries", "owner_id", id).await, 1);
+    // The library's quota (4 here) holds: the fourth prompt fits, the fifth does not.
+    let create = |title: &str| {
+        sys.client
+            .post(sys.business_url("/api/business/prompts"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": title, "content": "x" }))
+    };
+    let (status, body) = send(create("fourth")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, problem) = send(create("fifth")).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, "quota-exceeded");
+    assert_eq!(problem["quota"], 4);
+    assert_eq!(sys.rows_of("prompts", "owner_id", id).await, 4);
 }
 
 async fn registration_waits_for_a_stopped_business_service_and_completes_after_restarts(
