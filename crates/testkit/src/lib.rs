@@ -84,36 +84,39 @@ impl Drop for Databases {
         if urls.is_empty() {
             return;
         }
-        // FORCE ends the services' pool connections; a thread of its own, since this may
-        // run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        // FORCE ends the services' pool connections.
+        cleanup(async move {
+            use sea_orm::ConnectionTrait;
+            let Ok(db) = sea_orm::Database::connect(format!("{}/postgres", postgres_base())).await
             else {
                 return;
             };
-            runtime.block_on(async {
-                use sea_orm::ConnectionTrait;
-                let Ok(db) =
-                    sea_orm::Database::connect(format!("{}/postgres", postgres_base())).await
-                else {
-                    return;
-                };
-                for url in urls {
-                    if let Some((_, name)) = url.rsplit_once('/') {
-                        let _ = db
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                    }
+            for url in urls {
+                if let Some((_, name)) = url.rsplit_once('/') {
+                    let _ = db
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
                 }
-                let _ = db.close().await;
-            });
-        })
-        .join();
+            }
+            let _ = db.close().await;
+        });
     }
+}
+
+/// Runs a clean-up on a thread and runtime of its own: drops run inside the test's runtime,
+/// which cannot be blocked on.
+fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work);
+        }
+    })
+    .join();
 }
 
 /// Sends a request; returns the status and the body as JSON (a JSON string for other text,
@@ -209,34 +212,25 @@ impl Drop for RabbitNamespace {
             })
             .collect();
         let exchanges = [self.exchange.clone(), format!("{}.dlx", self.exchange)];
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        cleanup(async move {
+            let Ok(connection) =
+                lapin::Connection::connect(&rabbitmq_url(), Default::default()).await
             else {
                 return;
             };
-            runtime.block_on(async move {
-                let Ok(connection) =
-                    lapin::Connection::connect(&rabbitmq_url(), Default::default()).await
-                else {
-                    return;
-                };
-                let Ok(channel) = connection.create_channel().await else {
-                    return;
-                };
-                for q in queues {
-                    let _ = channel
-                        .queue_delete(q.as_str().into(), Default::default())
-                        .await;
-                }
-                for e in exchanges {
-                    let _ = channel
-                        .exchange_delete(e.as_str().into(), Default::default())
-                        .await;
-                }
-            });
-        })
-        .join();
+            let Ok(channel) = connection.create_channel().await else {
+                return;
+            };
+            for q in queues {
+                let _ = channel
+                    .queue_delete(q.as_str().into(), Default::default())
+                    .await;
+            }
+            for e in exchanges {
+                let _ = channel
+                    .exchange_delete(e.as_str().into(), Default::default())
+                    .await;
+            }
+        });
     }
 }

@@ -105,6 +105,18 @@ fn too_late(deadline: Option<DateTime<Utc>>) -> bool {
 }
 
 impl Store {
+    /// Sends `a` in `txn`, commits, and wakes the relay to publish it.
+    async fn reply(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        a: Answer,
+    ) -> Result<Option<Answer>, DbErr> {
+        send(&txn, &a).await?;
+        txn.commit().await?;
+        self.wake();
+        Ok(Some(a))
+    }
+
     /// Registration saga, business-service's step: the library row with its quota, the
     /// starter folder and prompts; answers `library.provisioned`, or
     /// `library.provisioning_failed` when the deadline has passed (user-service has given
@@ -128,10 +140,7 @@ impl Store {
                 Some("the registration's deadline had passed".into()),
                 0,
             );
-            send(&txn, &a).await?;
-            txn.commit().await?;
-            self.wake();
-            return Ok(Some(a));
+            return self.reply(txn, a).await;
         }
         let exists = txn
             .query_one_raw(statement(
@@ -158,10 +167,7 @@ impl Store {
             }
         }
         let a = answer(contracts::LIBRARY_PROVISIONED, user_id, None, created);
-        send(&txn, &a).await?;
-        txn.commit().await?;
-        self.wake();
-        Ok(Some(a))
+        self.reply(txn, a).await
     }
 
     /// Deletion saga, business-service's step: every prompt (with versions, tags and
@@ -185,10 +191,7 @@ impl Store {
                 Some("the deletion's deadline had passed; nothing was deleted".into()),
                 0,
             );
-            send(&txn, &a).await?;
-            txn.commit().await?;
-            self.wake();
-            return Ok(Some(a));
+            return self.reply(txn, a).await;
         }
         let seqs: Vec<i64> = Prompts::find()
             .select_only()
@@ -236,10 +239,7 @@ impl Store {
             .await?;
         }
         let a = answer(contracts::LIBRARY_DELETED, user_id, None, seqs.len() as u64);
-        send(&txn, &a).await?;
-        txn.commit().await?;
-        self.wake();
-        Ok(Some(a))
+        self.reply(txn, a).await
     }
 
     /// The user's quota, if the library was provisioned.
