@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod clock;
 pub mod db;
+pub mod discovery;
 pub mod events;
 pub mod extract;
 pub mod metrics;

@@ -272,6 +272,18 @@ pub async fn start(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("{name}: cannot listen on {addr}"))?;
+    serve(name, listener, app, http, shutdown)
+}
+
+/// Serves `app` on a bound `listener` until `shutdown` is cancelled, as `start` does; for a
+/// service with work to do between binding and serving.
+pub fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    app: Router,
+    http: &HttpSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Serving> {
     let local_addr = listener.local_addr()?;
     let grace = Duration::from_secs(http.shutdown_grace_secs);
     tracing::info!(service = name, %local_addr, "listening");

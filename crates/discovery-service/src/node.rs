@@ -1,0 +1,389 @@
+//! One discovery node: the registry behind a lock, listings cached until the registry
+//! changes, and every change made here (not one a peer replicated) sent to the peers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use platform::discovery::{Applications, Instance, Status};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{Preservation, Registry, Renewal, Rules};
+use crate::replication::{Action, Replicator, Task};
+use crate::settings::Settings;
+use crate::{millis, now_ms, xml};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listing {
+    Full,
+    Delta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+/// A listing rendered once per registry generation, plain and gzipped.
+struct Cached {
+    generation: u64,
+    plain: Bytes,
+    gzip: Option<Bytes>,
+}
+
+/// Counts shown on the status page (per node, where `/metrics` is per process).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub replicated_in: AtomicU64,
+    pub replicated_out: AtomicU64,
+    pub replication_failures: AtomicU64,
+    pub replication_dropped: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+pub struct Node {
+    registry: Arc<Mutex<Registry>>,
+    cache: Mutex<HashMap<(Listing, Format), Cached>>,
+    replicator: Replicator,
+    pub settings: Settings,
+    pub local_addr: SocketAddr,
+    pub started_ms: i64,
+    pub stats: Arc<Stats>,
+}
+
+impl Node {
+    pub fn new(settings: Settings, local_addr: SocketAddr) -> Arc<Node> {
+        let rules = Rules {
+            self_preservation: settings.self_preservation,
+            renewal_percent_threshold: settings.renewal_percent_threshold,
+            renewal_window_ms: i64::try_from(settings.renewal_window_ms).unwrap_or(i64::MAX),
+            delta_retention_ms: i64::try_from(settings.delta_retention_ms).unwrap_or(i64::MAX),
+        };
+        let registry = Arc::new(Mutex::new(Registry::new(rules)));
+        let stats = Arc::new(Stats::default());
+        let peers = crate::replication::other_peers(&settings.peers, local_addr);
+        let replicator = Replicator::new(peers, &settings, registry.clone(), stats.clone());
+        Arc::new(Node {
+            registry,
+            cache: Mutex::new(HashMap::new()),
+            replicator,
+            settings,
+            local_addr,
+            started_ms: now_ms(),
+            stats,
+        })
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub fn peers(&self) -> &[String] {
+        self.replicator.peers()
+    }
+
+    pub fn register(&self, instance: Instance, replicated: bool) {
+        let (app, id) = (instance.app.clone(), instance.instance_id.clone());
+        let task = {
+            let mut registry = self.registry();
+            registry.register(instance, now_ms());
+            (!replicated)
+                .then(|| registry.lease(&app, &id).map(Task::register))
+                .flatten()
+        };
+        metrics::counter!("discovery_registrations_total").increment(1);
+        if let Some(task) = task {
+            self.replicator.send(task);
+        }
+    }
+
+    pub fn renew(
+        &self,
+        app: &str,
+        id: &str,
+        last_dirty: Option<i64>,
+        overridden: Option<Status>,
+        replicated: bool,
+    ) -> Renewal {
+        let (outcome, task) = {
+            let mut registry = self.registry();
+            let outcome = registry.renew(app, id, last_dirty, overridden, replicated, now_ms());
+            let task = (!replicated && outcome == Renewal::Renewed)
+                .then(|| registry.lease(app, id).map(Task::heartbeat))
+                .flatten();
+            (outcome, task)
+        };
+        metrics::counter!("discovery_renewals_total").increment(1);
+        if let Some(task) = task {
+            self.replicator.send(task);
+        }
+        outcome
+    }
+
+    pub fn cancel(&self, app: &str, id: &str, replicated: bool) -> bool {
+        let done = self.registry().cancel(app, id, now_ms());
+        if done {
+            metrics::counter!("discovery_cancellations_total").increment(1);
+            if !replicated {
+                self.replicator.send(Task::simple(Action::Cancel, app, id));
+            }
+        }
+        done
+    }
+
+    pub fn set_override(&self, app: &str, id: &str, status: Status, replicated: bool) -> bool {
+        let done = self.registry().set_override(app, id, status, now_ms());
+        if done && !replicated {
+            let mut task = Task::simple(Action::StatusUpdate, app, id);
+            task.status = Some(status);
+            self.replicator.send(task);
+        }
+        done
+    }
+
+    pub fn remove_override(
+        &self,
+        app: &str,
+        id: &str,
+        status: Option<Status>,
+        replicated: bool,
+    ) -> bool {
+        let (done, reported) = {
+            let mut registry = self.registry();
+            let done = registry.remove_override(app, id, status, now_ms());
+            (done, registry.lease(app, id).map(|l| l.reported))
+        };
+        if done && !replicated {
+            let mut task = Task::simple(Action::DeleteStatusOverride, app, id);
+            task.status = reported;
+            self.replicator.send(task);
+        }
+        done
+    }
+
+    /// Metadata changes are sent to peers as a re-registration (Eureka has no replicated
+    /// metadata action); the change marks the instance dirty, so the peers take it.
+    pub fn merge_metadata(
+        &self,
+        app: &str,
+        id: &str,
+        entries: &BTreeMap<String, String>,
+        replicated: bool,
+    ) -> bool {
+        let task = {
+            let mut registry = self.registry();
+            if !registry.merge_metadata(app, id, entries, now_ms()) {
+                return false;
+            }
+            (!replicated)
+                .then(|| registry.lease(app, id).map(Task::register))
+                .flatten()
+        };
+        if let Some(task) = task {
+            self.replicator.send(task);
+        }
+        true
+    }
+
+    /// The full registry or the delta in `format`, gzipped when `gzip`, rendered once per
+    /// change of the registry.
+    pub fn listing(&self, listing: Listing, format: Format, gzip: bool) -> Bytes {
+        let generation = self.registry().generation();
+        {
+            let mut cache = lock(&self.cache);
+            if let Some(cached) = cache.get_mut(&(listing, format))
+                && cached.generation == generation
+            {
+                if !gzip {
+                    return cached.plain.clone();
+                }
+                if let Some(z) = &cached.gzip {
+                    return z.clone();
+                }
+                let z = gzip_bytes(&cached.plain);
+                cached.gzip = Some(z.clone());
+                return z;
+            }
+        }
+        let (generation, apps) = {
+            let registry = self.registry();
+            let apps = match listing {
+                Listing::Full => registry.full(),
+                Listing::Delta => registry.delta(),
+            };
+            (registry.generation(), apps)
+        };
+        let plain = render_applications(&apps, format);
+        let z = gzip.then(|| gzip_bytes(&plain));
+        lock(&self.cache).insert(
+            (listing, format),
+            Cached {
+                generation,
+                plain: plain.clone(),
+                gzip: z.clone(),
+            },
+        );
+        z.unwrap_or(plain)
+    }
+
+    pub fn preservation(&self) -> Preservation {
+        self.registry().preservation(now_ms())
+    }
+
+    /// Fills the registry from the first peers that answer, trying until
+    /// `peer_sync_timeout_ms`; a node alone (or whose peers are all down) starts empty.
+    pub async fn sync_from_peers(&self) {
+        let peers = self.peers().to_vec();
+        if peers.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + millis(self.settings.peer_sync_timeout_ms);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        loop {
+            let mut filled = 0usize;
+            let mut answered = false;
+            for peer in &peers {
+                let url = format!("{}/apps/", peer.trim_end_matches('/'));
+                let fetched = async {
+                    let response = http
+                        .get(&url)
+                        .header("accept", "application/json")
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !response.status().is_success() {
+                        return Err(format!("answered {}", response.status()));
+                    }
+                    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+                    Applications::from_json(&body)
+                }
+                .await;
+                match fetched {
+                    Ok(apps) => {
+                        answered = true;
+                        for instance in apps.applications.into_iter().flat_map(|a| a.instances) {
+                            self.register(instance, true);
+                            filled += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(peer = %peer, error = %e, "peer not reachable for the initial sync")
+                    }
+                }
+            }
+            if answered {
+                tracing::info!(instances = filled, "registry filled from peers");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("no peer answered; starting with an empty registry");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Eviction, delta clean-up and the registry's gauges, until `shutdown`.
+    pub fn spawn_tasks(self: &Arc<Self>, shutdown: CancellationToken) {
+        self.replicator.start(shutdown.clone());
+        let node = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(millis(node.settings.eviction_interval_ms));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                let now = now_ms();
+                let evicted = {
+                    let mut registry = node.registry();
+                    let evicted = registry.evict(now, |n| fastrand::usize(..n));
+                    registry.purge_recent(now);
+                    evicted
+                };
+                if !evicted.is_empty() {
+                    node.stats
+                        .evicted
+                        .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+                    metrics::counter!("discovery_evictions_total").increment(evicted.len() as u64);
+                    for i in &evicted {
+                        tracing::info!(app = %i.app, id = %i.instance_id, "lease expired; instance evicted");
+                    }
+                }
+            }
+        });
+        let node = self.clone();
+        tokio::spawn(async move {
+            loop {
+                node.publish_gauges();
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    fn publish_gauges(&self) {
+        let (counts, apps, p) = {
+            let mut registry = self.registry();
+            let p = registry.preservation(now_ms());
+            (registry.counts(), registry.application_count(), p)
+        };
+        for (status, n) in counts {
+            metrics::gauge!("discovery_instances", "status" => status.as_str()).set(n as f64);
+        }
+        metrics::gauge!("discovery_applications").set(apps as f64);
+        metrics::gauge!("discovery_self_preservation_enabled").set(f64::from(u8::from(p.enabled)));
+        metrics::gauge!("discovery_self_preservation_active").set(f64::from(u8::from(p.active)));
+        metrics::gauge!("discovery_renewals_last_window").set(p.renewals_last_window as f64);
+        metrics::gauge!("discovery_renewals_threshold").set(p.threshold as f64);
+        metrics::gauge!("discovery_replication_backlog").set(self.replicator.backlog() as f64);
+    }
+}
+
+pub fn render_applications(apps: &Applications, format: Format) -> Bytes {
+    let tree = apps.to_json();
+    render(&tree, format)
+}
+
+/// Renders a `{"root": value}` tree as JSON, or as XML with `root` as the element.
+pub fn render(tree: &Value, format: Format) -> Bytes {
+    match format {
+        Format::Json => Bytes::from(serde_json::to_vec(tree).unwrap_or_default()),
+        Format::Xml => {
+            let (root, value) = tree
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map_or(("empty", &Value::Null), |(k, v)| (k.as_str(), v));
+            Bytes::from(xml::write(root, value))
+        }
+    }
+}
+
+fn gzip_bytes(plain: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(plain.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(plain);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
