@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use platform::discovery::{Discovery, DiscoverySettings, Registration};
 use platform::events::{EventBus, EventSettings};
 use platform::server::Serving;
 use platform::settings::{Common, HttpSettings, LogSettings};
@@ -46,6 +47,8 @@ enum ServiceName {
     User,
     #[value(name = "business-service", alias = "business")]
     Business,
+    #[value(name = "discovery-service", alias = "discovery")]
+    Discovery,
 }
 
 /// Every setting, by section. Services not built yet have no section.
@@ -58,6 +61,9 @@ struct Settings {
     events: EventSettings,
     user: user_service::Settings,
     business: business_service::Settings,
+    /// How this process's services register and find each other.
+    discovery: DiscoverySettings,
+    discovery_service: discovery_service::Settings,
 }
 
 /// Password hashing allocates ~19 MiB at a time. glibc raises its mmap threshold after such
@@ -111,6 +117,11 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         .events
         .check()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    settings
+        .discovery
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    let mut discovery_settings = settings.discovery;
     let common = Common {
         events: EventBus::new(&settings.events),
         data_dir: cli
@@ -126,6 +137,14 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 format!("creating the data folder {}", common.data_dir.display())
             })?;
             tracing::info!(data_dir = %common.data_dir.display(), "starting every service in one process");
+            let discovery =
+                discovery_service::start(settings.discovery_service, &common, shutdown.clone())
+                    .await?;
+            // In one process the services register where discovery listens.
+            if discovery_settings.eureka_urls == DiscoverySettings::default().eureka_urls {
+                discovery_settings.eureka_urls =
+                    vec![format!("http://{}/eureka/", loopback(discovery.local_addr))];
+            }
             let user = user_service::start(settings.user, &common, shutdown.clone()).await?;
             let mut business = settings.business;
             // In one process business-service reads user-service's keys where it listens.
@@ -135,6 +154,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             let business = business_service::start(business, &common, shutdown.clone()).await?;
             vec![
+                (discovery_service::NAME, discovery),
                 (user_service::NAME, user),
                 (business_service::NAME, business),
             ]
@@ -163,11 +183,40 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             business_service::NAME,
             business_service::start(settings.business, &common, shutdown.clone()).await?,
         )],
+        Command::Serve {
+            service: ServiceName::Discovery,
+        } => vec![(
+            discovery_service::NAME,
+            discovery_service::start(settings.discovery_service, &common, shutdown.clone())
+                .await?,
+        )],
     };
+    let discovery = Discovery::new(discovery_settings);
+    let mut registrations = Vec::new();
     for (name, serving) in &services {
         tracing::info!(service = name, address = %serving.local_addr, "ready");
+        // A discovery node does not register with itself (Eureka's
+        // `registerWithEureka: false` for servers).
+        if *name != discovery_service::NAME {
+            let instance = discovery.describe(name, serving.local_addr, Default::default());
+            registrations.push(discovery.register(instance, shutdown.clone()));
+        }
     }
-    wait_all(services, shutdown).await
+    discovery.start_fetching(shutdown.clone());
+    let result = wait_all(services, shutdown).await;
+    deregistered(registrations).await;
+    result
+}
+
+/// Waits (briefly) for every service to have left the registry.
+async fn deregistered(registrations: Vec<Registration>) {
+    let all = futures_util::future::join_all(registrations.into_iter().map(|r| r.finished));
+    if tokio::time::timeout(std::time::Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("deregistration from discovery did not finish; the leases will expire");
+    }
 }
 
 /// The address to reach a service listening on `addr` from this machine.
