@@ -187,8 +187,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             service: ServiceName::Discovery,
         } => vec![(
             discovery_service::NAME,
-            discovery_service::start(settings.discovery_service, &common, shutdown.clone())
-                .await?,
+            discovery_service::start(settings.discovery_service, &common, shutdown.clone()).await?,
         )],
     };
     let discovery = Discovery::new(discovery_settings);

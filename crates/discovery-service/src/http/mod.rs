@@ -120,7 +120,9 @@ fn status_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<S
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
         Some(s) => Status::parse(s).map(Some).ok_or_else(|| {
-            Problem::invalid_field(key, "must be UP, DOWN, STARTING, OUT_OF_SERVICE or UNKNOWN")
+            Problem::malformed(format!(
+                "{key} must be UP, DOWN, STARTING, OUT_OF_SERVICE or UNKNOWN"
+            ))
         }),
     }
 }
@@ -251,7 +253,7 @@ async fn renew(
         Some(s) => match s.parse::<i64>() {
             Ok(t) => Some(t),
             Err(_) => {
-                return Problem::invalid_field("lastDirtyTimestamp", "must be milliseconds")
+                return Problem::malformed("lastDirtyTimestamp must be milliseconds since 1970")
                     .into_response();
             }
         },
@@ -302,8 +304,7 @@ async fn set_override(
     let status = match status_param(&params, "value") {
         Ok(Some(s)) => s,
         Ok(None) => {
-            return Problem::invalid_field("value", "the status to set is required")
-                .into_response();
+            return Problem::malformed("value (the status to set) is required").into_response();
         }
         Err(p) => return p.into_response(),
     };
@@ -340,20 +341,17 @@ async fn metadata(
 ) -> Response {
     let entries = query(raw);
     if let Some(bad) = entries.keys().find(|k| !valid_metadata_key(k)) {
-        return Problem::invalid_field(
-            "metadata",
-            format!(
-                "`{}` is not an XML name",
-                bad.chars().take(64).collect::<String>()
-            ),
-        )
+        return Problem::malformed(format!(
+            "metadata key `{}` is not an XML name",
+            bad.chars().take(64).collect::<String>()
+        ))
         .into_response();
     }
     if entries
         .values()
         .any(|v| v.len() > 2048 || v.chars().any(char::is_control))
     {
-        return Problem::invalid_field("metadata", "values must be text of at most 2048 bytes")
+        return Problem::malformed("metadata values must be text of at most 2048 bytes")
             .into_response();
     }
     if node.merge_metadata(&app_name(&app), &id, &entries, replicated(&headers)) {
