@@ -225,7 +225,7 @@ impl Registry {
     }
 
     /// A heartbeat. `last_dirty` is the client's (or the peer's) `lastDirtyTimestamp`;
-    /// `overridden` the override a peer carries.
+    /// `overridden` the override a peer's heartbeat carries.
     pub fn renew(
         &mut self,
         app: &str,
@@ -235,15 +235,16 @@ impl Registry {
         replicated: bool,
         now: i64,
     ) -> Renewal {
+        // A peer's heartbeat carries its view of the override; it is kept only when the
+        // peer holds newer data (as Eureka does). Overrides and their removal travel as
+        // their own actions, which a heartbeat sent earlier must not undo.
         if replicated
-            && let Some(o) = overridden
-            && self.lease(app, id).is_some()
+            && let (Some(o), Some(dirty), Some(lease)) =
+                (overridden, last_dirty, self.lease(app, id))
+            && o != Status::Unknown
+            && dirty > lease.instance.last_dirty_ts
         {
-            if o == Status::Unknown {
-                self.overrides.remove(id);
-            } else {
-                self.overrides.insert(id.to_owned(), o);
-            }
+            self.overrides.insert(id.to_owned(), o);
         }
         let override_now = self.overrides.get(id).copied();
         let window = self.rules.renewal_window_ms;
@@ -643,6 +644,19 @@ mod tests {
             r.renew("SVC", "i0", Some(0), None, true, 2_000),
             Renewal::Conflict(_)
         ));
+    }
+
+    #[test]
+    fn a_late_peer_heartbeat_does_not_undo_an_override() {
+        let mut r = registry_with(1, Rules::default());
+        r.set_override("SVC", "i0", Status::OutOfService, 2_000);
+        // Sent by a peer before it learnt of the override.
+        let dirty = r.lease("SVC", "i0").unwrap().instance.last_dirty_ts;
+        r.renew("SVC", "i0", Some(dirty), Some(Status::Unknown), true, 3_000);
+        assert_eq!(
+            r.lease("SVC", "i0").unwrap().instance.status,
+            Status::OutOfService
+        );
     }
 
     #[test]

@@ -16,6 +16,18 @@ fn promptflow() -> Command {
 
 /// Reads JSON log lines until one says a service is listening; returns its address.
 fn wait_for_listening(child: &mut Child) -> String {
+    wait_for_services(child, &[])
+        .into_values()
+        .next()
+        .expect("a service listens")
+}
+
+/// Reads JSON log lines until each of `services` (or, with none named, any one service)
+/// says it is listening; returns their addresses by service name.
+fn wait_for_services(
+    child: &mut Child,
+    services: &[&str],
+) -> std::collections::BTreeMap<String, String> {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -23,12 +35,67 @@ fn wait_for_listening(child: &mut Child) -> String {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["message"] == "listening"
             {
-                let _ = tx.send(v["local_addr"].as_str().unwrap_or_default().to_owned());
+                let _ = tx.send((
+                    v["service"].as_str().unwrap_or_default().to_owned(),
+                    v["local_addr"].as_str().unwrap_or_default().to_owned(),
+                ));
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("promptflow up says it listens")
+    let mut found = std::collections::BTreeMap::new();
+    while found.is_empty() || !services.iter().all(|s| found.contains_key(*s)) {
+        let (service, addr) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("promptflow says its services listen");
+        found.insert(service, addr);
+    }
+    found
+}
+
+/// The application names registered with the discovery service at `addr`.
+async fn registered(addr: &str) -> Vec<String> {
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/eureka/apps/"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = listing["applications"]["application"]
+        .as_array()
+        .map(|apps| {
+            apps.iter()
+                .filter_map(|a| a["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn eventually_registered(addr: &str, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = registered(addr).await;
+        if names == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "registered: {names:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 #[test]
@@ -39,12 +106,23 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
         .arg(data.path())
         .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
         .spawn()
         .expect("promptflow starts");
-    let addr = wait_for_listening(&mut child);
+    let addrs = wait_for_services(
+        &mut child,
+        &["discovery-service", "user-service", "business-service"],
+    );
+    let addr = addrs["user-service"].clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
+        // Every service registers with the discovery service of the same process.
+        eventually_registered(
+            &addrs["discovery-service"],
+            &["BUSINESS-SERVICE", "USER-SERVICE"],
+        )
+        .await;
         let client = reqwest::Client::new();
         let ready: serde_json::Value = client
             .get(format!("http://{addr}/health/ready"))
@@ -169,4 +247,59 @@ fn user_service_alone_needs_a_broker_for_its_sagas() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("user.provision_library"), "{stderr}");
     assert!(stderr.contains("events.transport"), "{stderr}");
+}
+
+#[test]
+fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut discovery = promptflow()
+        .args(["serve", "discovery-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
+        .spawn()
+        .unwrap();
+    let discovery_addr = wait_for_listening(&mut discovery);
+    let mut user = promptflow()
+        .args(["serve", "user-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false")
+        .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
+        .env(
+            "PROMPTFLOW_DISCOVERY__EUREKA_URLS",
+            format!("http://{discovery_addr}/eureka/"),
+        )
+        .env("PROMPTFLOW_DISCOVERY__ZONE", "zone-7")
+        .spawn()
+        .unwrap();
+    let user_addr = wait_for_listening(&mut user);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        eventually_registered(&discovery_addr, &["USER-SERVICE"]).await;
+        let port = user_addr.rsplit(':').next().unwrap();
+        let instance: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://{discovery_addr}/eureka/apps/USER-SERVICE/127.0.0.1:user-service:{port}"
+            ))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(instance["instance"]["metadata"]["zone"], "zone-7");
+        assert_eq!(
+            instance["instance"]["healthCheckUrl"],
+            format!("http://127.0.0.1:{port}/health")
+        );
+    });
+    sigterm(&user);
+    assert!(user.wait().unwrap().success());
+    // Gone at once (the lease would last 90 s).
+    runtime.block_on(async {
+        assert!(registered(&discovery_addr).await.is_empty());
+    });
+    sigterm(&discovery);
+    assert!(discovery.wait().unwrap().success());
 }
