@@ -52,7 +52,7 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
     let verifier = TokenVerifier::new(
         &settings.issuer,
         &settings.audience,
-        platform::auth::remote_jwks(settings.jwks_url.clone()),
+        platform::auth::remote_jwks_via(settings.jwks_url.clone(), common.discovery.clone()),
     );
     // user-service may still be starting: keys are fetched on the first token if need be.
     if let Err(e) = verifier.refresh().await {

@@ -15,7 +15,8 @@ pub struct Settings {
     /// Tokens are accepted from this issuer, for this audience (user-service's settings).
     pub issuer: String,
     pub audience: String,
-    /// user-service's public keys.
+    /// user-service's public keys; `lb://user-service/...` finds user-service through
+    /// discovery.
     pub jwks_url: String,
     /// Longest prompt text accepted, in characters.
     pub max_content_chars: usize,
@@ -39,7 +40,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             issuer: "promptflow".into(),
             audience: "promptflow".into(),
-            jwks_url: "http://127.0.0.1:8081/.well-known/jwks.json".into(),
+            jwks_url: "lb://user-service/.well-known/jwks.json".into(),
             max_content_chars: 100_000,
             trash_retention_days: 30,
             search_candidates: 1000,

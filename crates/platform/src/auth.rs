@@ -193,14 +193,21 @@ impl TokenVerifier {
 
 /// Fetches the issuer's JWKS over HTTP (how every service but user-service gets the keys).
 pub fn remote_jwks(url: String) -> JwksFetcher {
+    remote_jwks_via(url, crate::discovery::Discovery::default())
+}
+
+/// As `remote_jwks`; an `lb://service/path` URL is resolved through `discovery` on each
+/// fetch, taking turns between the service's UP instances.
+pub fn remote_jwks_via(url: String, discovery: crate::discovery::Discovery) -> JwksFetcher {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
     Arc::new(move || {
         let client = client.clone();
-        let url = url.clone();
+        let url = discovery.resolve(&url);
         Box::pin(async move {
+            let url = url.map_err(anyhow::Error::msg)?;
             let response = client.get(&url).send().await?.error_for_status()?;
             Ok(response.json::<JwkSet>().await?)
         })

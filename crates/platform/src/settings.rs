@@ -149,6 +149,8 @@ pub struct Common {
     pub http: HttpSettings,
     /// The event bus every service of this process publishes to and consumes from.
     pub events: crate::events::EventBus,
+    /// This process's view of the service registry (`lb://service/...` URLs resolve by it).
+    pub discovery: crate::discovery::Discovery,
 }
 
 impl Default for Common {
@@ -157,6 +159,7 @@ impl Default for Common {
             data_dir: PathBuf::from("data"),
             http: HttpSettings::default(),
             events: crate::events::EventBus::default(),
+            discovery: crate::discovery::Discovery::default(),
         }
     }
 }

@@ -122,15 +122,20 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         .check()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     let mut discovery_settings = settings.discovery;
-    let common = Common {
+    let shutdown = platform::server::shutdown_on_signal();
+    let mut common = Common {
         events: EventBus::new(&settings.events),
         data_dir: cli
             .data_dir
             .or(settings.data_dir)
             .unwrap_or_else(|| PathBuf::from("data")),
         http: settings.http,
+        discovery: Discovery::new(discovery_settings.clone()),
     };
-    let shutdown = platform::server::shutdown_on_signal();
+    // `up` points its services at its own discovery-service once that listens.
+    if !matches!(cli.command, Command::Up) {
+        common.discovery.start_fetching(shutdown.clone());
+    }
     let services: Vec<(&str, Serving)> = match cli.command {
         Command::Up => {
             std::fs::create_dir_all(&common.data_dir).with_context(|| {
@@ -144,6 +149,8 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             if discovery_settings.eureka_urls == DiscoverySettings::default().eureka_urls {
                 discovery_settings.eureka_urls =
                     vec![format!("http://{}/eureka/", loopback(discovery.local_addr))];
+                common.discovery = Discovery::new(discovery_settings.clone());
+                common.discovery.start_fetching(shutdown.clone());
             }
             let user = user_service::start(settings.user, &common, shutdown.clone()).await?;
             let mut business = settings.business;
@@ -190,7 +197,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             discovery_service::start(settings.discovery_service, &common, shutdown.clone()).await?,
         )],
     };
-    let discovery = Discovery::new(discovery_settings);
+    let discovery = common.discovery.clone();
     let mut registrations = Vec::new();
     for (name, serving) in &services {
         tracing::info!(service = name, address = %serving.local_addr, "ready");
@@ -201,7 +208,6 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             registrations.push(discovery.register(instance, shutdown.clone()));
         }
     }
-    discovery.start_fetching(shutdown.clone());
     let result = wait_all(services, shutdown).await;
     deregistered(registrations).await;
     result

@@ -303,3 +303,84 @@ fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
     sigterm(&discovery);
     assert!(discovery.wait().unwrap().success());
 }
+
+#[test]
+fn business_service_finds_user_service_through_discovery() {
+    let data = tempfile::tempdir().unwrap();
+    let mut discovery = promptflow()
+        .args(["serve", "discovery-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
+        .spawn()
+        .unwrap();
+    let discovery_addr = wait_for_listening(&mut discovery);
+    let eureka = format!("http://{discovery_addr}/eureka/");
+    let mut user = promptflow()
+        .args(["serve", "user-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false")
+        .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
+        .env("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka)
+        .spawn()
+        .unwrap();
+    let user_addr = wait_for_listening(&mut user);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(eventually_registered(&discovery_addr, &["USER-SERVICE"]));
+    // business-service is told only where discovery is; its default `jwks_url` is
+    // `lb://user-service/.well-known/jwks.json`.
+    let mut business = promptflow()
+        .args(["serve", "business-service", "--data-dir"])
+        .arg(data.path())
+        .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka)
+        .env("PROMPTFLOW_DISCOVERY__FETCH_INTERVAL_SECS", "1")
+        .spawn()
+        .unwrap();
+    let business_addr = wait_for_listening(&mut business);
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created = client
+            .post(format!("http://{user_addr}/api/auth/register"))
+            .json(&serde_json::json!({ "username": "finder", "email": "finder@example.com", "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let login: serde_json::Value = client
+            .post(format!("http://{user_addr}/api/auth/login"))
+            .json(&serde_json::json!({ "username": "finder", "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().expect("an access token").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = client
+                .get(format!("http://{business_addr}/api/business/prompts"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "business-service never verified the token: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eventually_registered(&discovery_addr, &["BUSINESS-SERVICE", "USER-SERVICE"]).await;
+    });
+    for child in [&business, &user, &discovery] {
+        sigterm(child);
+    }
+    for child in [&mut business, &mut user, &mut discovery] {
+        assert!(child.wait().unwrap().success());
+    }
+}

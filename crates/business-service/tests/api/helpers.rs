@@ -42,6 +42,7 @@ impl TestApp {
                 ..HttpSettings::default()
             },
             events: platform::events::EventBus::default(),
+            discovery: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let mut users = user_service::Settings {

@@ -76,6 +76,7 @@ impl System {
                 ..HttpSettings::default()
             },
             events: EventBus::new(&events),
+            discovery: Default::default(),
         };
         let port = free_port();
         let mut users = user_service::Settings {

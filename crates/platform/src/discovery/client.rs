@@ -399,6 +399,19 @@ impl Discovery {
         names
     }
 
+    /// `lb://service/path` → the URL of `path` on the next UP instance of `service`; any
+    /// other URL as it is.
+    pub fn resolve(&self, url: &str) -> Result<String, String> {
+        let Some(rest) = url.strip_prefix("lb://") else {
+            return Ok(url.to_owned());
+        };
+        let (app, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let base = self
+            .next_url(app)
+            .ok_or_else(|| format!("no instance of {app} is UP in the registry"))?;
+        Ok(format!("{base}/{path}"))
+    }
+
     /// The base URL of the next UP instance of `app`, taking turns between them.
     pub fn next_url(&self, app: &str) -> Option<String> {
         let instances = self.instances(app);
@@ -541,6 +554,16 @@ mod tests {
         let second = discovery.next_url("user-service").unwrap();
         assert_ne!(first, second, "turns are taken");
         assert_eq!(discovery.next_url("nobody"), None);
+        let resolved = discovery
+            .resolve("lb://user-service/.well-known/jwks.json")
+            .unwrap();
+        assert!(resolved.starts_with("http://user-"), "{resolved}");
+        assert!(
+            resolved.ends_with(":8081/.well-known/jwks.json"),
+            "{resolved}"
+        );
+        assert_eq!(discovery.resolve("http://x/y").unwrap(), "http://x/y");
+        assert!(discovery.resolve("lb://nobody/x").is_err());
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn test_common(data_dir: &std::path::Path) -> Common {
             ..HttpSettings::default()
         },
         events: platform::events::EventBus::default(),
+        discovery: Default::default(),
     }
 }
 
