@@ -244,30 +244,15 @@ impl Node {
             return;
         }
         let deadline = tokio::time::Instant::now() + millis(self.settings.peer_sync_timeout_ms);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let http = crate::replication::peer_client();
         loop {
             let mut filled = 0usize;
             let mut answered = false;
             for peer in &peers {
                 let url = format!("{}/apps/", peer.trim_end_matches('/'));
-                let fetched = async {
-                    let response = http
-                        .get(&url)
-                        .header("accept", "application/json")
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if !response.status().is_success() {
-                        return Err(format!("answered {}", response.status()));
-                    }
-                    let body: Value = response.json().await.map_err(|e| e.to_string())?;
-                    Applications::from_json(&body)
-                }
-                .await;
+                let fetched = crate::replication::json_answer(http.get(&url))
+                    .await
+                    .and_then(|body| Applications::from_json(&body));
                 match fetched {
                     Ok(apps) => {
                         answered = true;

@@ -234,6 +234,28 @@ fn is_self(url: &str, local: SocketAddr) -> bool {
     }
 }
 
+/// The HTTP client a node talks to its peers with.
+pub fn peer_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Sends `request` asking for JSON; a non-2xx answer is an error.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let response = request
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    response.json().await.map_err(|e| e.to_string())
+}
+
 struct Peer {
     url: String,
     queue: Mutex<VecDeque<Task>>,
@@ -275,11 +297,7 @@ impl Replicator {
             stats,
             batch_size: settings.replication_batch_size,
             queue_limit: settings.replication_queue,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap_or_default(),
+            http: peer_client(),
         }
     }
 
@@ -402,19 +420,13 @@ impl Sender {
             self.peer.url.trim_end_matches('/')
         );
         let body = json!({"replicationList": batch.iter().map(Task::to_json).collect::<Vec<_>>()});
-        let response = self
-            .http
-            .post(&url)
-            .header(REPLICATION_HEADER, "true")
-            .header("accept", "application/json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        let answer: Value = response.json().await.map_err(|e| e.to_string())?;
+        let answer = json_answer(
+            self.http
+                .post(&url)
+                .header(REPLICATION_HEADER, "true")
+                .json(&body),
+        )
+        .await?;
         Ok(answer
             .get("responseList")
             .and_then(Value::as_array)

@@ -77,16 +77,8 @@ fn scalar(v: &Value) -> String {
 }
 
 fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
+    text.chars()
+        .for_each(|c| platform::text::push_escaped(out, c));
 }
 
 /// An element being read: attributes and children so far, and its text.

@@ -90,6 +90,18 @@ async fn eventually_registered(addr: &str, expected: &[&str]) {
     }
 }
 
+/// `promptflow serve <service>` with `env`; returns it once it listens, and its address.
+fn serve(service: &str, data: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = promptflow()
+        .args(["serve", service, "--data-dir"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    let addr = wait_for_listening(&mut child);
+    (child, addr)
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -252,27 +264,23 @@ fn user_service_alone_needs_a_broker_for_its_sagas() {
 #[test]
 fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut discovery = promptflow()
-        .args(["serve", "discovery-service", "--data-dir"])
-        .arg(data.path())
-        .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
-        .spawn()
-        .unwrap();
-    let discovery_addr = wait_for_listening(&mut discovery);
-    let mut user = promptflow()
-        .args(["serve", "user-service", "--data-dir"])
-        .arg(data.path())
-        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
-        .env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false")
-        .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
-        .env(
-            "PROMPTFLOW_DISCOVERY__EUREKA_URLS",
-            format!("http://{discovery_addr}/eureka/"),
-        )
-        .env("PROMPTFLOW_DISCOVERY__ZONE", "zone-7")
-        .spawn()
-        .unwrap();
-    let user_addr = wait_for_listening(&mut user);
+    let (mut discovery, discovery_addr) = serve(
+        "discovery-service",
+        data.path(),
+        &[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")],
+    );
+    let eureka = format!("http://{discovery_addr}/eureka/");
+    let (mut user, user_addr) = serve(
+        "user-service",
+        data.path(),
+        &[
+            ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+            ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+            ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
+            ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
+            ("PROMPTFLOW_DISCOVERY__ZONE", "zone-7"),
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         eventually_registered(&discovery_addr, &["USER-SERVICE"]).await;
@@ -307,37 +315,35 @@ fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
 #[test]
 fn business_service_finds_user_service_through_discovery() {
     let data = tempfile::tempdir().unwrap();
-    let mut discovery = promptflow()
-        .args(["serve", "discovery-service", "--data-dir"])
-        .arg(data.path())
-        .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
-        .spawn()
-        .unwrap();
-    let discovery_addr = wait_for_listening(&mut discovery);
+    let (mut discovery, discovery_addr) = serve(
+        "discovery-service",
+        data.path(),
+        &[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")],
+    );
     let eureka = format!("http://{discovery_addr}/eureka/");
-    let mut user = promptflow()
-        .args(["serve", "user-service", "--data-dir"])
-        .arg(data.path())
-        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
-        .env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false")
-        .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
-        .env("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka)
-        .spawn()
-        .unwrap();
-    let user_addr = wait_for_listening(&mut user);
+    let (mut user, user_addr) = serve(
+        "user-service",
+        data.path(),
+        &[
+            ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+            ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+            ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
+            ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(eventually_registered(&discovery_addr, &["USER-SERVICE"]));
     // business-service is told only where discovery is; its default `jwks_url` is
     // `lb://user-service/.well-known/jwks.json`.
-    let mut business = promptflow()
-        .args(["serve", "business-service", "--data-dir"])
-        .arg(data.path())
-        .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
-        .env("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka)
-        .env("PROMPTFLOW_DISCOVERY__FETCH_INTERVAL_SECS", "1")
-        .spawn()
-        .unwrap();
-    let business_addr = wait_for_listening(&mut business);
+    let (mut business, business_addr) = serve(
+        "business-service",
+        data.path(),
+        &[
+            ("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0"),
+            ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
+            ("PROMPTFLOW_DISCOVERY__FETCH_INTERVAL_SECS", "1"),
+        ],
+    );
     runtime.block_on(async {
         let client = reqwest::Client::new();
         let created = client

@@ -542,14 +542,7 @@ fn best_window(matches: &[Match], max_chars: usize, key_count: usize) -> Option<
 
 fn push_escaped(out: &mut String, chars: &[char]) {
     for &c in chars {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
+        platform::text::push_escaped(out, c);
     }
 }
 

@@ -109,6 +109,15 @@ fn unknown(what: &str) -> Response {
     Problem::not_found(format!("{what} is not registered")).into_response()
 }
 
+/// 200 when the write found its instance, 404 otherwise.
+fn done(found: bool, id: &str) -> Response {
+    if found {
+        StatusCode::OK.into_response()
+    } else {
+        unknown(&format!("instance {id}"))
+    }
+}
+
 /// Query parameters, percent-decoded; a repeated key keeps its last value.
 fn query(raw: Option<String>) -> BTreeMap<String, String> {
     raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -287,11 +296,7 @@ async fn cancel(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if node.cancel(&app_name(&app), &id, replicated(&headers)) {
-        StatusCode::OK.into_response()
-    } else {
-        unknown(&format!("instance {id}"))
-    }
+    done(node.cancel(&app_name(&app), &id, replicated(&headers)), &id)
 }
 
 async fn set_override(
@@ -308,11 +313,10 @@ async fn set_override(
         }
         Err(p) => return p.into_response(),
     };
-    if node.set_override(&app_name(&app), &id, status, replicated(&headers)) {
-        StatusCode::OK.into_response()
-    } else {
-        unknown(&format!("instance {id}"))
-    }
+    done(
+        node.set_override(&app_name(&app), &id, status, replicated(&headers)),
+        &id,
+    )
 }
 
 async fn remove_override(
@@ -326,11 +330,10 @@ async fn remove_override(
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
-    if node.remove_override(&app_name(&app), &id, status, replicated(&headers)) {
-        StatusCode::OK.into_response()
-    } else {
-        unknown(&format!("instance {id}"))
-    }
+    done(
+        node.remove_override(&app_name(&app), &id, status, replicated(&headers)),
+        &id,
+    )
 }
 
 async fn metadata(
@@ -354,11 +357,10 @@ async fn metadata(
         return Problem::malformed("metadata values must be text of at most 2048 bytes")
             .into_response();
     }
-    if node.merge_metadata(&app_name(&app), &id, &entries, replicated(&headers)) {
-        StatusCode::OK.into_response()
-    } else {
-        unknown(&format!("instance {id}"))
-    }
+    done(
+        node.merge_metadata(&app_name(&app), &id, &entries, replicated(&headers)),
+        &id,
+    )
 }
 
 /// `POST /peerreplication/batch/`: a peer's changes, applied here and never sent on.

@@ -153,6 +153,17 @@ pub async fn renew(client: &reqwest::Client, base: &str, app: &str, id: &str) ->
         .status()
 }
 
+pub async fn text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 pub async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
     let response = client
         .get(url)

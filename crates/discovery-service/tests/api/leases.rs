@@ -101,24 +101,10 @@ async fn self_preservation_keeps_the_registry_through_a_network_split() {
         10,
         "no lease expired"
     );
-    let page = http
-        .get(node.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(&http, &node.url("/")).await;
     assert!(page.contains("EMERGENCY!"), "the dashboard warns");
     eventually(3, "the metric says so", || async {
-        let m = http
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = text(&http, &node.url("/metrics")).await;
         m.contains("discovery_self_preservation_active 1")
     })
     .await;

@@ -494,14 +494,7 @@ async fn deltas_carry_each_change_and_the_whole_registry_hash() {
         merged_hash
     );
     // The XML delta says the same.
-    let xml = http
-        .get(format!("{base}/apps/delta"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let xml = text(&http, &format!("{base}/apps/delta")).await;
     assert!(xml.contains("<actionType>DELETED</actionType>"), "{xml}");
     assert!(
         xml.contains("<apps__hashcode>OUT_OF_SERVICE_1_UP_2_</apps__hashcode>"),
@@ -602,24 +595,10 @@ async fn the_dashboard_shows_the_registry_safely() {
         !page.contains("href=\"javascript:"),
         "only http links are made"
     );
-    let metrics = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&http, &node.url("/metrics")).await;
     // Gauges are published every second.
     eventually(3, "registry gauges", || async {
-        let m = http
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = text(&http, &node.url("/metrics")).await;
         m.contains("discovery_instances{status=\"UP\"}")
             && m.contains("discovery_self_preservation_enabled 1")
     })
