@@ -185,6 +185,11 @@ impl Registry {
         let app = incoming.app.to_ascii_uppercase();
         incoming.app.clone_from(&app);
         let id = incoming.instance_id.clone();
+        // A client that sends no lastDirtyTimestamp (eureka-js-client) registers what it is
+        // now, as Eureka reads a missing one.
+        if incoming.last_dirty_ts == 0 {
+            incoming.last_dirty_ts = now;
+        }
         let existing = self.lease(&app, &id).cloned();
         if let Some(existing) = &existing
             && existing.instance.last_dirty_ts > incoming.last_dirty_ts
@@ -202,9 +207,6 @@ impl Registry {
         incoming.overridden_status = overridden.unwrap_or(Status::Unknown);
         incoming.status = Self::effective(reported, overridden);
         incoming.last_updated_ts = now;
-        if incoming.last_dirty_ts == 0 {
-            incoming.last_dirty_ts = now;
-        }
         let service_up_at = match &existing {
             Some(e) if e.service_up_at > 0 => e.service_up_at,
             _ if incoming.status == Status::Up => now,
@@ -657,6 +659,16 @@ mod tests {
             r.lease("SVC", "i0").unwrap().instance.status,
             Status::OutOfService
         );
+    }
+
+    #[test]
+    fn a_registration_without_a_dirty_time_replaces_the_old_one() {
+        let mut r = registry_with(1, Rules::default());
+        let mut moved = instance("SVC", "i0");
+        moved.last_dirty_ts = 0;
+        moved.port = 9999;
+        r.register(moved, 5_000);
+        assert_eq!(r.lease("SVC", "i0").unwrap().instance.port, 9999);
     }
 
     #[test]
