@@ -72,7 +72,8 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("{NAME}: cannot listen on {}: {e}", settings.listen))?;
     let local_addr = listener.local_addr()?;
-    let node = Node::new(settings, local_addr);
+    // Batches to peers stay under half the body limit (peers share the setting).
+    let node = Node::new(settings, local_addr, common.http.body_limit / 2);
     node.sync_from_peers().await;
     node.spawn_tasks(shutdown.clone());
     let app = router(node, common);

@@ -58,7 +58,8 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(settings: Settings, local_addr: SocketAddr) -> Arc<Node> {
+    /// `batch_bytes`: about how large a replication batch may grow.
+    pub fn new(settings: Settings, local_addr: SocketAddr, batch_bytes: usize) -> Arc<Node> {
         let rules = Rules {
             self_preservation: settings.self_preservation,
             renewal_percent_threshold: settings.renewal_percent_threshold,
@@ -68,7 +69,13 @@ impl Node {
         let registry = Arc::new(Mutex::new(Registry::new(rules)));
         let stats = Arc::new(Stats::default());
         let peers = crate::replication::other_peers(&settings.peers, local_addr);
-        let replicator = Replicator::new(peers, &settings, registry.clone(), stats.clone());
+        let replicator = Replicator::new(
+            peers,
+            &settings,
+            batch_bytes,
+            registry.clone(),
+            stats.clone(),
+        );
         Arc::new(Node {
             registry,
             cache: Mutex::new(HashMap::new()),
@@ -252,6 +259,7 @@ impl Node {
                 let url = format!("{}/apps/", peer.trim_end_matches('/'));
                 let fetched = crate::replication::json_answer(http.get(&url))
                     .await
+                    .map_err(|e| e.to_string())
                     .and_then(|body| Applications::from_json(&body));
                 match fetched {
                     Ok(apps) => {

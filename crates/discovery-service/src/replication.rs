@@ -243,17 +243,41 @@ pub fn peer_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Why a request to a peer did not succeed.
+#[derive(Debug)]
+pub enum PeerError {
+    /// The peer answered 4xx: sending the same again cannot succeed.
+    Refused(String),
+    /// No answer, or a 5xx: worth trying again.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::Refused(e) | PeerError::Unreachable(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Sends `request` asking for JSON; a non-2xx answer is an error.
-pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<Value, String> {
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<Value, PeerError> {
     let response = request
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
+        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+    let status = response.status();
+    if status.is_client_error() {
+        return Err(PeerError::Refused(format!("answered {status}")));
     }
-    response.json().await.map_err(|e| e.to_string())
+    if !status.is_success() {
+        return Err(PeerError::Unreachable(format!("answered {status}")));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| PeerError::Unreachable(e.to_string()))
 }
 
 struct Peer {
@@ -269,6 +293,7 @@ pub struct Replicator {
     registry: Arc<Mutex<Registry>>,
     stats: Arc<Stats>,
     batch_size: usize,
+    batch_bytes: usize,
     queue_limit: usize,
     http: reqwest::Client,
 }
@@ -277,6 +302,7 @@ impl Replicator {
     pub fn new(
         urls: Vec<String>,
         settings: &Settings,
+        batch_bytes: usize,
         registry: Arc<Mutex<Registry>>,
         stats: Arc<Stats>,
     ) -> Replicator {
@@ -296,6 +322,7 @@ impl Replicator {
             registry,
             stats,
             batch_size: settings.replication_batch_size,
+            batch_bytes,
             queue_limit: settings.replication_queue,
             http: peer_client(),
         }
@@ -340,6 +367,7 @@ impl Replicator {
                 registry: self.registry.clone(),
                 stats: self.stats.clone(),
                 batch_size: self.batch_size,
+                batch_bytes: self.batch_bytes,
                 queue_limit: self.queue_limit,
                 http: self.http.clone(),
             };
@@ -348,11 +376,22 @@ impl Replicator {
     }
 }
 
+/// Roughly what an instance takes in a batch: its fixed fields and its metadata.
+fn approximate_size(instance: &Instance) -> usize {
+    1_200
+        + instance
+            .metadata
+            .iter()
+            .map(|(k, v)| 2 * k.len() + v.len() + 8)
+            .sum::<usize>()
+}
+
 struct Sender {
     peer: Arc<Peer>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<Stats>,
     batch_size: usize,
+    batch_bytes: usize,
     queue_limit: usize,
     http: reqwest::Client,
 }
@@ -363,7 +402,14 @@ impl Sender {
         loop {
             let batch: Vec<Task> = {
                 let mut queue = self.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-                let n = queue.len().min(self.batch_size);
+                // Up to `batch_size` items and, past the first, `batch_bytes`, so a
+                // batch stays under a peer's body limit.
+                let mut bytes = 0;
+                let mut n = 0;
+                while n < queue.len().min(self.batch_size) && (n == 0 || bytes < self.batch_bytes) {
+                    bytes += queue[n].instance.as_ref().map_or(200, approximate_size);
+                    n += 1;
+                }
                 queue.drain(..n).collect()
             };
             if batch.is_empty() {
@@ -372,30 +418,64 @@ impl Sender {
                     () = self.peer.wake.notified() => continue,
                 }
             }
-            match self.post(&batch).await {
+            let unsent = match self.post(&batch).await {
                 Ok(answers) => {
-                    backoff = Duration::from_millis(100);
-                    self.stats
-                        .replicated_out
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    metrics::counter!("discovery_replicated_total").increment(batch.len() as u64);
-                    self.handle_answers(&batch, &answers);
+                    self.delivered(&batch, &answers);
+                    Vec::new()
                 }
-                Err(e) => {
-                    self.stats
-                        .replication_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("discovery_replication_failures_total").increment(1);
+                Err(PeerError::Refused(e)) => self.one_by_one(batch, &e).await,
+                Err(PeerError::Unreachable(e)) => {
                     tracing::debug!(peer = %self.peer.url, error = %e, "replication failed; will retry");
-                    self.requeue(batch);
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    batch
+                }
+            };
+            if unsent.is_empty() {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            self.stats
+                .replication_failures
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("discovery_replication_failures_total").increment(1);
+            self.requeue(unsent);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn delivered(&self, batch: &[Task], answers: &[Value]) {
+        self.stats
+            .replicated_out
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics::counter!("discovery_replicated_total").increment(batch.len() as u64);
+        self.handle_answers(batch, answers);
+    }
+
+    /// The peer refused a batch as a whole (too large, or unreadable to it): each item goes
+    /// alone, and an item refused alone is dropped (its instance's next heartbeat brings the
+    /// peer back in step). Returns what could not be sent for want of an answer.
+    async fn one_by_one(&self, batch: Vec<Task>, why: &str) -> Vec<Task> {
+        tracing::warn!(peer = %self.peer.url, error = %why, items = batch.len(), "peer refused a replication batch; sending its items one by one");
+        let mut items = batch.into_iter();
+        while let Some(task) = items.next() {
+            match self.post(std::slice::from_ref(&task)).await {
+                Ok(answers) => self.delivered(std::slice::from_ref(&task), &answers),
+                Err(PeerError::Refused(e)) => {
+                    tracing::warn!(peer = %self.peer.url, error = %e, app = %task.app, id = %task.id, "peer refused a replicated change; dropped");
+                    self.stats
+                        .replication_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("discovery_replication_dropped_total").increment(1);
+                }
+                Err(PeerError::Unreachable(_)) => {
+                    return std::iter::once(task).chain(items).collect();
                 }
             }
         }
+        Vec::new()
     }
 
     /// Puts an unsent batch back in front; heartbeats are dropped (the next ones replace
@@ -414,7 +494,7 @@ impl Sender {
         }
     }
 
-    async fn post(&self, batch: &[Task]) -> Result<Vec<Value>, String> {
+    async fn post(&self, batch: &[Task]) -> Result<Vec<Value>, PeerError> {
         let url = format!(
             "{}/peerreplication/batch/",
             self.peer.url.trim_end_matches('/')

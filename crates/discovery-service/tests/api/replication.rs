@@ -271,3 +271,41 @@ async fn a_change_made_while_a_peer_is_down_reaches_it_when_it_returns() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_registrations_reaches_the_peers_in_batches_they_accept() {
+    let cluster = Cluster::new();
+    let pair = |k: usize| {
+        let mut settings = cluster.settings(k);
+        settings.peers.truncate(2);
+        settings
+    };
+    let a = TestNode::start(pair(0)).await;
+    let b = TestNode::start(pair(1)).await;
+    let http = reqwest::Client::new();
+    // 300 registrations of ~2 KiB each: 600 KiB, ten times the peers' 64 KiB body limit.
+    let registrations = (0..300).map(|k| {
+        let mut body = instance("bulk", &format!("bulk-{k}"), 1000 + k);
+        body["instance"]["metadata"]["notes"] = "n".repeat(1500).into();
+        let http = http.clone();
+        let base = a.eureka();
+        async move { register(&http, &base, &body).await }
+    });
+    let answers = futures_util::future::join_all(registrations).await;
+    assert!(answers.iter().all(|s| *s == StatusCode::NO_CONTENT));
+    eventually(15, "all 300 on B", || async {
+        statuses(&http, &b.eureka())
+            .await
+            .get("BULK")
+            .is_some_and(|s| s.len() == 300)
+    })
+    .await;
+    let status = node_status(&http, &a).await;
+    assert_eq!(
+        count(&status, "failures"),
+        0,
+        "no batch was refused: {status}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
