@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod discovery;
 mod events;
 mod library;
 mod load;
@@ -81,6 +82,31 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// discovery-service: N instances renewing at a fixed rate (every 30 s and 10× faster),
+    /// registry fetches warm and after a change, against `GET /health` on the same server.
+    Discovery {
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 100)]
+        apps: usize,
+        /// Measurement period per path and renewal interval.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Interleaved slices the period is split into (/health, renew, /health, ...).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Warm samples per fetch kind.
+        #[arg(long, default_value_t = 40)]
+        fetches: usize,
+        /// Samples per fetch kind right after a change.
+        #[arg(long, default_value_t = 10)]
+        cold: usize,
+        /// Renewal intervals in seconds.
+        #[arg(long, value_delimiter = ',', default_values_t = [30.0, 3.0])]
+        intervals: Vec<f64>,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -112,6 +138,25 @@ fn main() -> anyhow::Result<()> {
             postgres,
         } => runtime.block_on(events::run(events, rounds, &postgres)),
         Bench::Sync { changes, rounds } => runtime.block_on(sync::run(changes, rounds)),
+        Bench::Discovery {
+            instances,
+            apps,
+            seconds,
+            rounds,
+            connections,
+            fetches,
+            cold,
+            intervals,
+        } => runtime.block_on(discovery::run(discovery::Options {
+            instances,
+            apps,
+            seconds,
+            rounds,
+            connections,
+            fetches,
+            cold,
+            intervals,
+        })),
         Bench::All => {
             tokens::run(5, 1.0)?;
             runtime.block_on(me(5, 3.0, 32, "postgres://postgres@127.0.0.1:5432"))?;
