@@ -13,7 +13,7 @@ use platform::discovery::{Applications, Instance, Status};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{Preservation, Registry, Renewal, Rules};
+use crate::registry::{Piece, Preservation, Registry, Renewal, Rules};
 use crate::replication::{Action, Replicator, Task};
 use crate::settings::Settings;
 use crate::{millis, now_ms, xml};
@@ -24,11 +24,7 @@ pub enum Listing {
     Delta,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Json,
-    Xml,
-}
+pub use crate::registry::Format;
 
 /// A listing rendered once per registry generation, plain and gzipped.
 struct Cached {
@@ -50,6 +46,9 @@ pub struct Stats {
 pub struct Node {
     registry: Arc<Mutex<Registry>>,
     cache: Mutex<HashMap<(Listing, Format), Cached>>,
+    /// Held while a listing is rebuilt, so clients asking at once after a change wait for
+    /// one rebuild instead of each making their own.
+    rebuilding: Mutex<()>,
     replicator: Replicator,
     pub settings: Settings,
     pub local_addr: SocketAddr,
@@ -79,6 +78,7 @@ impl Node {
         Arc::new(Node {
             registry,
             cache: Mutex::new(HashMap::new()),
+            rebuilding: Mutex::new(()),
             replicator,
             settings,
             local_addr,
@@ -198,35 +198,63 @@ impl Node {
         true
     }
 
-    /// The full registry or the delta in `format`, gzipped when `gzip`, rendered once per
-    /// change of the registry.
-    pub fn listing(&self, listing: Listing, format: Format, gzip: bool) -> Bytes {
-        let generation = self.registry().generation();
-        {
-            let mut cache = lock(&self.cache);
-            if let Some(cached) = cache.get_mut(&(listing, format))
-                && cached.generation == generation
-            {
-                if !gzip {
-                    return cached.plain.clone();
-                }
-                if let Some(z) = &cached.gzip {
-                    return z.clone();
-                }
-                let z = gzip_bytes(&cached.plain);
-                cached.gzip = Some(z.clone());
-                return z;
+    /// The listing as cached for the registry as it is now, if it is (gzipped on the way
+    /// when only the plain one is); `None` when it must be rebuilt (`listing`).
+    pub fn cached(&self, listing: Listing, format: Format, gzip: bool) -> Option<Bytes> {
+        let generation = self.generation(listing);
+        let plain = {
+            let cache = lock(&self.cache);
+            let cached = cache
+                .get(&(listing, format))
+                .filter(|c| c.generation == generation)?;
+            if !gzip {
+                return Some(cached.plain.clone());
             }
-        }
-        let (generation, apps) = {
-            let registry = self.registry();
-            let apps = match listing {
-                Listing::Full => registry.full(),
-                Listing::Delta => registry.delta(),
-            };
-            (registry.generation(), apps)
+            if let Some(z) = &cached.gzip {
+                return Some(z.clone());
+            }
+            cached.plain.clone()
         };
-        let plain = render_applications(&apps, format);
+        // Compressed outside the lock; a racing request may compress it too.
+        let z = gzip_bytes(&plain);
+        if let Some(cached) = lock(&self.cache)
+            .get_mut(&(listing, format))
+            .filter(|c| c.generation == generation)
+        {
+            cached.gzip = Some(z.clone());
+        }
+        Some(z)
+    }
+
+    fn generation(&self, listing: Listing) -> u64 {
+        let registry = self.registry();
+        match listing {
+            Listing::Full => registry.generation(),
+            Listing::Delta => registry.delta_generation(),
+        }
+    }
+
+    /// The full registry or the delta in `format`, gzipped when `gzip`, rebuilt at most
+    /// once per change of the registry. Blocks for as long as a rebuild takes (tens of
+    /// milliseconds for 10,000 instances): call it off the async workers.
+    pub fn listing(&self, listing: Listing, format: Format, gzip: bool) -> Bytes {
+        if let Some(bytes) = self.cached(listing, format, gzip) {
+            return bytes;
+        }
+        let _one_at_a_time = lock(&self.rebuilding);
+        if let Some(bytes) = self.cached(listing, format, gzip) {
+            return bytes;
+        }
+        let (generation, plain) = match listing {
+            Listing::Full => self.full_listing(format),
+            Listing::Delta => {
+                let (generation, apps) = {
+                    let registry = self.registry();
+                    (registry.delta_generation(), registry.delta())
+                };
+                (generation, render_applications(&apps, format))
+            }
+        };
         let z = gzip.then(|| gzip_bytes(&plain));
         lock(&self.cache).insert(
             (listing, format),
@@ -237,6 +265,64 @@ impl Node {
             },
         );
         z.unwrap_or(plain)
+    }
+
+    /// The full listing, put together from each instance as last written; only instances
+    /// changed since are written again, and outside the registry's lock.
+    fn full_listing(&self, format: Format) -> (u64, Bytes) {
+        let snapshot = self.registry().full_snapshot(format);
+        let mut written = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(1024 * 1024);
+        let json = format == Format::Json;
+        let generation = snapshot.generation.to_string();
+        if json {
+            out.extend_from_slice(b"{\"applications\":{\"versions__delta\":");
+            out.extend_from_slice(json_string(&generation).as_bytes());
+            out.extend_from_slice(b",\"apps__hashcode\":");
+            out.extend_from_slice(json_string(&snapshot.hashcode).as_bytes());
+            out.extend_from_slice(b",\"application\":[");
+        } else {
+            out.extend_from_slice(
+                b"<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><applications>",
+            );
+            out.extend_from_slice(
+                xml::fragment("versions__delta", &Value::from(generation)).as_bytes(),
+            );
+            out.extend_from_slice(
+                xml::fragment("apps__hashcode", &Value::from(snapshot.hashcode)).as_bytes(),
+            );
+        }
+        for (k, (app, pieces)) in snapshot.applications.into_iter().enumerate() {
+            if json {
+                if k > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"name\":");
+                out.extend_from_slice(json_string(&app).as_bytes());
+                out.extend_from_slice(b",\"instance\":[");
+            } else {
+                out.extend_from_slice(b"<application>");
+                out.extend_from_slice(xml::fragment("name", &Value::from(app.as_str())).as_bytes());
+            }
+            for (n, (id, piece)) in pieces.into_iter().enumerate() {
+                if json && n > 0 {
+                    out.push(b',');
+                }
+                let bytes = match piece {
+                    Piece::Rendered(bytes) => bytes,
+                    Piece::ToRender { instance, revision } => {
+                        let bytes = render_instance(&instance, format);
+                        written.push((app.clone(), id, revision, bytes.clone()));
+                        bytes
+                    }
+                };
+                out.extend_from_slice(&bytes);
+            }
+            out.extend_from_slice(if json { b"]}" } else { b"</application>" });
+        }
+        out.extend_from_slice(if json { b"]}}" } else { b"</applications>" });
+        self.registry().keep_rendered(format, written);
+        (snapshot.generation, Bytes::from(out))
     }
 
     pub fn preservation(&self) -> Preservation {
@@ -348,6 +434,19 @@ impl Node {
     }
 }
 
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// One instance as listings write it (the object in JSON, the `<instance>` element in XML).
+fn render_instance(instance: &Instance, format: Format) -> Bytes {
+    let tree = instance.to_json();
+    match format {
+        Format::Json => Bytes::from(serde_json::to_vec(&tree).unwrap_or_default()),
+        Format::Xml => Bytes::from(xml::fragment("instance", &tree)),
+    }
+}
+
 pub fn render_applications(apps: &Applications, format: Format) -> Bytes {
     let tree = apps.to_json();
     render(&tree, format)
@@ -379,4 +478,63 @@ fn gzip_bytes(plain: &[u8]) -> Bytes {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Arc<Node> {
+        Node::new(
+            Settings::default(),
+            "127.0.0.1:8761".parse().unwrap(),
+            1024 * 1024,
+        )
+    }
+
+    fn register(node: &Node, app: &str, id: &str) {
+        let mut i = Instance::new(app, id, "h<&>", "10.0.0.1", 80);
+        i.metadata.insert("note".into(), "\"quoted\" & <tagged> 中文".into());
+        node.register(i, true);
+    }
+
+    /// The listing put together from written instances is byte for byte the one written
+    /// from the whole tree.
+    fn assert_same_as_whole(node: &Node) {
+        for format in [Format::Json, Format::Xml] {
+            let whole = render_applications(&node.registry().full(), format);
+            let pieced = node.listing(Listing::Full, format, false);
+            assert_eq!(
+                String::from_utf8_lossy(&pieced),
+                String::from_utf8_lossy(&whole),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_listings_are_pieced_from_written_instances_exactly() {
+        let node = node();
+        assert_same_as_whole(&node);
+        for k in 0..5 {
+            register(&node, "B-APP", &format!("b{k}"));
+            register(&node, "a-app", &format!("a{k}"));
+        }
+        assert_same_as_whole(&node);
+        // Changes write only the changed instances again; the rest are reused.
+        node.set_override("B-APP", "b2", Status::OutOfService, true);
+        node.cancel("A-APP", "a0", true);
+        register(&node, "C-APP", "c0");
+        assert_same_as_whole(&node);
+        let reused = node
+            .registry()
+            .lease("B-APP", "b1")
+            .is_some_and(|l| l.rendered[Format::Json as usize].is_some());
+        assert!(reused, "an unchanged instance keeps its written form");
+        let rewritten = node
+            .registry()
+            .lease("B-APP", "b2")
+            .is_some_and(|l| l.rendered[Format::Json as usize].is_some());
+        assert!(rewritten, "the changed one is written again and kept");
+    }
 }

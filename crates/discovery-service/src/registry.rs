@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use axum::body::Bytes;
+
 use platform::discovery::instance::hashcode;
 use platform::discovery::{ActionType, Application, Applications, Instance, Status};
 
@@ -21,9 +23,42 @@ pub struct Lease {
     pub registered_at: i64,
     pub last_renewal: i64,
     pub service_up_at: i64,
+    /// Bumped on every change listings show.
+    pub revision: u64,
+    /// The instance as listings write it, once rendered: JSON and XML.
+    pub rendered: [Option<Bytes>; 2],
+}
+
+/// A listing's format, as an index into `Lease::rendered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json = 0,
+    Xml = 1,
+}
+
+/// One instance of a listing being put together: written already, or to be written.
+pub enum Piece {
+    Rendered(Bytes),
+    ToRender {
+        instance: Box<Instance>,
+        revision: u64,
+    },
+}
+
+/// The whole registry, ready to be written without holding the lock.
+pub struct FullSnapshot {
+    pub generation: u64,
+    pub hashcode: String,
+    pub applications: Vec<(String, Vec<(String, Piece)>)>,
 }
 
 impl Lease {
+    /// Marks a change: listings write this instance afresh.
+    fn touch(&mut self) {
+        self.revision += 1;
+        self.rendered = [None, None];
+    }
+
     fn expires_at(&self) -> i64 {
         self.last_renewal + i64::from(self.instance.lease.duration_secs) * 1000
     }
@@ -127,6 +162,8 @@ pub struct Registry {
     renewals: MeasuredRate,
     /// Bumped on every change a listing shows (cached listings are keyed by it).
     generation: u64,
+    /// Bumped on every change and when old changes leave the delta.
+    delta_generation: u64,
     size: usize,
 }
 
@@ -144,6 +181,10 @@ impl Registry {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    pub fn delta_generation(&self) -> u64 {
+        self.delta_generation
     }
 
     pub fn len(&self) -> usize {
@@ -177,6 +218,7 @@ impl Registry {
         instance.action_type = Some(action);
         self.recent.push_back(Change { at: now, instance });
         self.generation += 1;
+        self.delta_generation += 1;
     }
 
     /// Registers (or re-registers) `incoming`. An existing lease with newer data is kept,
@@ -218,6 +260,8 @@ impl Registry {
             registered_at: now,
             last_renewal: now,
             service_up_at,
+            revision: existing.as_ref().map_or(0, |e| e.revision + 1),
+            rendered: [None, None],
         };
         if existing.is_none() {
             self.size += 1;
@@ -270,6 +314,7 @@ impl Registry {
             lease.instance.status = status;
             lease.instance.overridden_status = override_now.unwrap_or(Status::Unknown);
             lease.instance.last_updated_ts = now;
+            lease.touch();
         }
         let snapshot = changed.then(|| lease.instance.clone());
         self.renewals.roll(now, window);
@@ -311,6 +356,7 @@ impl Registry {
         lease.instance.overridden_status = status;
         lease.instance.status = status;
         lease.instance.last_updated_ts = now;
+        lease.touch();
         let snapshot = lease.instance.clone();
         self.record(now, snapshot, ActionType::Modified);
         true
@@ -337,6 +383,7 @@ impl Registry {
         lease.instance.overridden_status = Status::Unknown;
         lease.instance.status = lease.reported;
         lease.instance.last_updated_ts = now;
+        lease.touch();
         let snapshot = lease.instance.clone();
         self.record(now, snapshot, ActionType::Modified);
         true
@@ -358,6 +405,7 @@ impl Registry {
         }
         lease.instance.last_updated_ts = now;
         lease.instance.last_dirty_ts = now.max(lease.instance.last_dirty_ts + 1);
+        lease.touch();
         let snapshot = lease.instance.clone();
         self.record(now, snapshot, ActionType::Modified);
         true
@@ -433,7 +481,7 @@ impl Registry {
             self.recent.pop_front();
         }
         if self.recent.len() != before {
-            self.generation += 1;
+            self.delta_generation += 1;
         }
     }
 
@@ -459,6 +507,46 @@ impl Registry {
                     instances: leases.values().map(Lease::listed).collect(),
                 })
                 .collect(),
+        }
+    }
+
+    /// The whole registry for a listing in `format`: instances already written are shared,
+    /// the others copied to be written outside the lock.
+    pub fn full_snapshot(&self, format: Format) -> FullSnapshot {
+        FullSnapshot {
+            generation: self.generation,
+            hashcode: self.hashcode(),
+            applications: self
+                .apps
+                .iter()
+                .map(|(name, leases)| {
+                    let pieces = leases
+                        .iter()
+                        .map(|(id, lease)| {
+                            let piece = match &lease.rendered[format as usize] {
+                                Some(bytes) => Piece::Rendered(bytes.clone()),
+                                None => Piece::ToRender {
+                                    instance: Box::new(lease.listed()),
+                                    revision: lease.revision,
+                                },
+                            };
+                            (id.clone(), piece)
+                        })
+                        .collect();
+                    (name.clone(), pieces)
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps instances written for a listing, unless they changed meanwhile.
+    pub fn keep_rendered(&mut self, format: Format, rendered: Vec<(String, String, u64, Bytes)>) {
+        for (app, id, revision, bytes) in rendered {
+            if let Some(lease) = self.lease_mut(&app, &id)
+                && lease.revision == revision
+            {
+                lease.rendered[format as usize] = Some(bytes);
+            }
         }
     }
 

@@ -18,6 +18,13 @@ pub fn write(name: &str, value: &Value) -> String {
     out
 }
 
+/// Writes `value` as the element `name`, to be put inside a document.
+pub fn fragment(name: &str, value: &Value) -> String {
+    let mut out = String::with_capacity(1024);
+    element(&mut out, name, value);
+    out
+}
+
 fn element(out: &mut String, name: &str, value: &Value) {
     match value {
         Value::Null => {}

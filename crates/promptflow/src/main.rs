@@ -133,7 +133,14 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         discovery: Discovery::new(discovery_settings.clone()),
     };
     // `up` points its services at its own discovery-service once that listens.
-    if !matches!(cli.command, Command::Up) {
+    // A discovery node does not read the registry from itself (Eureka's
+    // `fetchRegistry: false` for servers).
+    if matches!(
+        cli.command,
+        Command::Serve {
+            service: ServiceName::User | ServiceName::Business
+        }
+    ) {
         common.discovery.start_fetching(shutdown.clone());
     }
     let services: Vec<(&str, Serving)> = match cli.command {

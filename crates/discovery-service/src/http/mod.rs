@@ -142,15 +142,28 @@ fn app_name(app: &str) -> String {
 }
 
 async fn all_apps(State(node): Shared, headers: HeaderMap) -> Response {
-    let gzip = wants_gzip(&headers);
-    let format = format(&headers);
-    body(format, node.listing(Listing::Full, format, gzip), gzip)
+    listing(node, Listing::Full, &headers).await
 }
 
 async fn delta(State(node): Shared, headers: HeaderMap) -> Response {
-    let gzip = wants_gzip(&headers);
-    let format = format(&headers);
-    body(format, node.listing(Listing::Delta, format, gzip), gzip)
+    listing(node, Listing::Delta, &headers).await
+}
+
+/// A cached listing at once; a rebuild on a blocking thread, so the async workers go on
+/// serving renewals meanwhile.
+async fn listing(node: Arc<Node>, listing: Listing, headers: &HeaderMap) -> Response {
+    let gzip = wants_gzip(headers);
+    let format = format(headers);
+    if let Some(bytes) = node.cached(listing, format, gzip) {
+        return body(format, bytes, gzip);
+    }
+    match tokio::task::spawn_blocking(move || node.listing(listing, format, gzip)).await {
+        Ok(bytes) => body(format, bytes, gzip),
+        Err(e) => {
+            tracing::error!(error = %e, "building a registry listing failed");
+            Problem::internal().into_response()
+        }
+    }
 }
 
 async fn one_app(State(node): Shared, Path(app): Path<String>, headers: HeaderMap) -> Response {
