@@ -494,7 +494,8 @@ mod tests {
 
     fn register(node: &Node, app: &str, id: &str) {
         let mut i = Instance::new(app, id, "h<&>", "10.0.0.1", 80);
-        i.metadata.insert("note".into(), "\"quoted\" & <tagged> 中文".into());
+        i.metadata
+            .insert("note".into(), "\"quoted\" & <tagged> 中文".into());
         node.register(i, true);
     }
 
