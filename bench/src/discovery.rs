@@ -491,8 +491,6 @@ async fn start_server() -> anyhow::Result<Server> {
             "PROMPTFLOW_DISCOVERY_SERVICE__EVICTION_INTERVAL_MS",
             EVICTION_INTERVAL_MS.to_string(),
         )
-        // The node alone: no client in it fetching from a registry at the default address.
-        .env("PROMPTFLOW_DISCOVERY__MODE", "static")
         .env("PROMPTFLOW_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
