@@ -29,9 +29,15 @@ pub use crate::registry::Format;
 /// A listing rendered once per registry generation, plain and gzipped.
 struct Cached {
     generation: u64,
+    built_at: i64,
     plain: Bytes,
     gzip: Option<Bytes>,
 }
+
+/// A cached listing, and each instance written into it, is rebuilt after this long even
+/// without a change, so the lease times it shows are at most this old (Eureka's cache
+/// expires its entries after 180 s).
+const FRESH_MS: i64 = 180_000;
 
 /// Counts shown on the status page (per node, where `/metrics` is per process).
 #[derive(Debug, Default)]
@@ -46,9 +52,10 @@ pub struct Stats {
 pub struct Node {
     registry: Arc<Mutex<Registry>>,
     cache: Mutex<HashMap<(Listing, Format), Cached>>,
-    /// Held while a listing is rebuilt, so clients asking at once after a change wait for
-    /// one rebuild instead of each making their own.
-    rebuilding: Mutex<()>,
+    /// Held while a listing (full, delta) is rebuilt, so clients asking at once after a
+    /// change wait, without holding a thread, for one rebuild instead of each making their
+    /// own.
+    rebuilding: [tokio::sync::Mutex<()>; 2],
     replicator: Replicator,
     pub settings: Settings,
     pub local_addr: SocketAddr,
@@ -78,7 +85,7 @@ impl Node {
         Arc::new(Node {
             registry,
             cache: Mutex::new(HashMap::new()),
-            rebuilding: Mutex::new(()),
+            rebuilding: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
             replicator,
             settings,
             local_addr,
@@ -198,32 +205,24 @@ impl Node {
         true
     }
 
-    /// The listing as cached for the registry as it is now, if it is (gzipped on the way
-    /// when only the plain one is); `None` when it must be rebuilt (`listing`).
+    /// The listing as cached for the registry as it is now, if it is and in the form asked
+    /// for; `None` when it must be built (`listing`, off the async workers).
     pub fn cached(&self, listing: Listing, format: Format, gzip: bool) -> Option<Bytes> {
         let generation = self.generation(listing);
-        let plain = {
-            let cache = lock(&self.cache);
-            let cached = cache
-                .get(&(listing, format))
-                .filter(|c| c.generation == generation)?;
-            if !gzip {
-                return Some(cached.plain.clone());
-            }
-            if let Some(z) = &cached.gzip {
-                return Some(z.clone());
-            }
-            cached.plain.clone()
-        };
-        // Compressed outside the lock; a racing request may compress it too.
-        let z = gzip_bytes(&plain);
-        if let Some(cached) = lock(&self.cache)
-            .get_mut(&(listing, format))
-            .filter(|c| c.generation == generation)
-        {
-            cached.gzip = Some(z.clone());
+        let cache = lock(&self.cache);
+        let cached = cache
+            .get(&(listing, format))
+            .filter(|c| c.generation == generation && now_ms() - c.built_at < FRESH_MS)?;
+        if gzip {
+            cached.gzip.clone()
+        } else {
+            Some(cached.plain.clone())
         }
-        Some(z)
+    }
+
+    /// The lock a rebuild of `listing` is made under.
+    pub fn rebuild_lock(&self, listing: Listing) -> &tokio::sync::Mutex<()> {
+        &self.rebuilding[listing as usize]
     }
 
     fn generation(&self, listing: Listing) -> u64 {
@@ -234,94 +233,141 @@ impl Node {
         }
     }
 
-    /// The full registry or the delta in `format`, gzipped when `gzip`, rebuilt at most
-    /// once per change of the registry. Blocks for as long as a rebuild takes (tens of
-    /// milliseconds for 10,000 instances): call it off the async workers.
+    /// The full registry or the delta in `format`, gzipped when `gzip`, built at most once
+    /// per change of the registry (callers hold `rebuild_lock`). Blocks for as long as a
+    /// rebuild takes (tens of milliseconds for 10,000 instances): call it off the async
+    /// workers.
     pub fn listing(&self, listing: Listing, format: Format, gzip: bool) -> Bytes {
         if let Some(bytes) = self.cached(listing, format, gzip) {
             return bytes;
         }
-        let _one_at_a_time = lock(&self.rebuilding);
-        if let Some(bytes) = self.cached(listing, format, gzip) {
-            return bytes;
-        }
-        let (generation, plain) = match listing {
-            Listing::Full => self.full_listing(format),
-            Listing::Delta => {
+        let generation = self.generation(listing);
+        let plain = lock(&self.cache)
+            .get(&(listing, format))
+            .filter(|c| c.generation == generation && now_ms() - c.built_at < FRESH_MS)
+            .map(|c| (c.plain.clone(), c.built_at));
+        let (generation, built_at, plain) = match (plain, listing) {
+            // Only the gzipped form is missing.
+            (Some((plain, built_at)), _) => (generation, built_at, plain),
+            (None, Listing::Full) => {
+                let (generation, plain) = self.full_listing(format);
+                (generation, now_ms(), plain)
+            }
+            (None, Listing::Delta) => {
                 let (generation, apps) = {
                     let registry = self.registry();
                     (registry.delta_generation(), registry.delta())
                 };
-                (generation, render_applications(&apps, format))
+                (generation, now_ms(), render_applications(&apps, format))
             }
         };
-        let z = gzip.then(|| gzip_bytes(&plain));
+        // Eureka clients ask for gzip: the full listing is kept compressed as well.
+        let z = (gzip || listing == Listing::Full).then(|| gzip_bytes(&plain));
         lock(&self.cache).insert(
             (listing, format),
             Cached {
                 generation,
+                built_at,
                 plain: plain.clone(),
                 gzip: z.clone(),
             },
         );
-        z.unwrap_or(plain)
+        if gzip { z.unwrap_or(plain) } else { plain }
     }
 
     /// The full listing, put together from each instance as last written; only instances
     /// changed since are written again, and outside the registry's lock.
     fn full_listing(&self, format: Format) -> (u64, Bytes) {
-        let snapshot = self.registry().full_snapshot(format);
+        let snapshot = self.registry().full_snapshot(format, now_ms() - FRESH_MS);
+        // Write what must be written, then put it all together in one buffer of the
+        // right size.
         let mut written = Vec::new();
-        let mut out: Vec<u8> = Vec::with_capacity(1024 * 1024);
+        let applications: Vec<(String, Vec<Bytes>)> = snapshot
+            .applications
+            .into_iter()
+            .map(|(app, pieces)| {
+                let instances = pieces
+                    .into_iter()
+                    .map(|(id, piece)| match piece {
+                        Piece::Rendered(bytes) => bytes,
+                        Piece::ToRender { instance, revision } => {
+                            let bytes = render_instance(&instance, format);
+                            written.push((app.clone(), id, revision, bytes.clone()));
+                            bytes
+                        }
+                    })
+                    .collect();
+                (app, instances)
+            })
+            .collect();
+        self.registry().keep_rendered(format, written, now_ms());
+
         let json = format == Format::Json;
         let generation = snapshot.generation.to_string();
-        if json {
-            out.extend_from_slice(b"{\"applications\":{\"versions__delta\":");
-            out.extend_from_slice(json_string(&generation).as_bytes());
-            out.extend_from_slice(b",\"apps__hashcode\":");
-            out.extend_from_slice(json_string(&snapshot.hashcode).as_bytes());
-            out.extend_from_slice(b",\"application\":[");
+        let (head, app_heads): (Vec<u8>, Vec<Vec<u8>>) = if json {
+            let head = format!(
+                "{{\"applications\":{{\"versions__delta\":{},\"apps__hashcode\":{},\"application\":[",
+                json_string(&generation),
+                json_string(&snapshot.hashcode)
+            );
+            let app_heads = applications
+                .iter()
+                .map(|(app, _)| {
+                    format!("{{\"name\":{},\"instance\":[", json_string(app)).into_bytes()
+                })
+                .collect();
+            (head.into_bytes(), app_heads)
         } else {
-            out.extend_from_slice(
-                b"<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><applications>",
+            let head = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><applications>{}{}",
+                xml::fragment("versions__delta", &Value::from(generation)),
+                xml::fragment("apps__hashcode", &Value::from(snapshot.hashcode))
             );
-            out.extend_from_slice(
-                xml::fragment("versions__delta", &Value::from(generation)).as_bytes(),
-            );
-            out.extend_from_slice(
-                xml::fragment("apps__hashcode", &Value::from(snapshot.hashcode)).as_bytes(),
-            );
-        }
-        for (k, (app, pieces)) in snapshot.applications.into_iter().enumerate() {
-            if json {
-                if k > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"name\":");
-                out.extend_from_slice(json_string(&app).as_bytes());
-                out.extend_from_slice(b",\"instance\":[");
-            } else {
-                out.extend_from_slice(b"<application>");
-                out.extend_from_slice(xml::fragment("name", &Value::from(app.as_str())).as_bytes());
+            let app_heads = applications
+                .iter()
+                .map(|(app, _)| {
+                    format!(
+                        "<application>{}",
+                        xml::fragment("name", &Value::from(app.as_str()))
+                    )
+                    .into_bytes()
+                })
+                .collect();
+            (head.into_bytes(), app_heads)
+        };
+        let (app_tail, tail): (&[u8], &[u8]) = if json {
+            (b"]}", b"]}}")
+        } else {
+            (b"</application>", b"</applications>")
+        };
+        let total = head.len()
+            + tail.len()
+            + applications
+                .iter()
+                .zip(&app_heads)
+                .map(|((_, instances), app_head)| {
+                    app_head.len()
+                        + app_tail.len()
+                        + 1
+                        + instances.iter().map(|i| i.len() + 1).sum::<usize>()
+                })
+                .sum::<usize>();
+        let mut out: Vec<u8> = Vec::with_capacity(total);
+        out.extend_from_slice(&head);
+        for (k, ((_, instances), app_head)) in applications.iter().zip(&app_heads).enumerate() {
+            if json && k > 0 {
+                out.push(b',');
             }
-            for (n, (id, piece)) in pieces.into_iter().enumerate() {
+            out.extend_from_slice(app_head);
+            for (n, instance) in instances.iter().enumerate() {
                 if json && n > 0 {
                     out.push(b',');
                 }
-                let bytes = match piece {
-                    Piece::Rendered(bytes) => bytes,
-                    Piece::ToRender { instance, revision } => {
-                        let bytes = render_instance(&instance, format);
-                        written.push((app.clone(), id, revision, bytes.clone()));
-                        bytes
-                    }
-                };
-                out.extend_from_slice(&bytes);
+                out.extend_from_slice(instance);
             }
-            out.extend_from_slice(if json { b"]}" } else { b"</application>" });
+            out.extend_from_slice(app_tail);
         }
-        out.extend_from_slice(if json { b"]}}" } else { b"</applications>" });
-        self.registry().keep_rendered(format, written);
+        out.extend_from_slice(tail);
         (snapshot.generation, Bytes::from(out))
     }
 

@@ -25,8 +25,8 @@ pub struct Lease {
     pub service_up_at: i64,
     /// Bumped on every change listings show.
     pub revision: u64,
-    /// The instance as listings write it, once rendered: JSON and XML.
-    pub rendered: [Option<Bytes>; 2],
+    /// The instance as listings write it, once rendered (JSON and XML), and when.
+    pub rendered: [Option<(Bytes, i64)>; 2],
 }
 
 /// A listing's format, as an index into `Lease::rendered`.
@@ -510,9 +510,10 @@ impl Registry {
         }
     }
 
-    /// The whole registry for a listing in `format`: instances already written are shared,
-    /// the others copied to be written outside the lock.
-    pub fn full_snapshot(&self, format: Format) -> FullSnapshot {
+    /// The whole registry for a listing in `format`: instances written since `fresh_since`
+    /// are shared, the others copied to be written outside the lock (so lease times in
+    /// listings are never older than that, as in Eureka's cached listings).
+    pub fn full_snapshot(&self, format: Format, fresh_since: i64) -> FullSnapshot {
         FullSnapshot {
             generation: self.generation,
             hashcode: self.hashcode(),
@@ -524,8 +525,10 @@ impl Registry {
                         .iter()
                         .map(|(id, lease)| {
                             let piece = match &lease.rendered[format as usize] {
-                                Some(bytes) => Piece::Rendered(bytes.clone()),
-                                None => Piece::ToRender {
+                                Some((bytes, at)) if *at >= fresh_since => {
+                                    Piece::Rendered(bytes.clone())
+                                }
+                                _ => Piece::ToRender {
                                     instance: Box::new(lease.listed()),
                                     revision: lease.revision,
                                 },
@@ -540,12 +543,17 @@ impl Registry {
     }
 
     /// Keeps instances written for a listing, unless they changed meanwhile.
-    pub fn keep_rendered(&mut self, format: Format, rendered: Vec<(String, String, u64, Bytes)>) {
+    pub fn keep_rendered(
+        &mut self,
+        format: Format,
+        rendered: Vec<(String, String, u64, Bytes)>,
+        now: i64,
+    ) {
         for (app, id, revision, bytes) in rendered {
             if let Some(lease) = self.lease_mut(&app, &id)
                 && lease.revision == revision
             {
-                lease.rendered[format as usize] = Some(bytes);
+                lease.rendered[format as usize] = Some((bytes, now));
             }
         }
     }
@@ -757,6 +765,47 @@ mod tests {
         moved.port = 9999;
         r.register(moved, 5_000);
         assert_eq!(r.lease("SVC", "i0").unwrap().instance.port, 9999);
+    }
+
+    #[test]
+    fn written_instances_are_reused_until_they_change_or_grow_old() {
+        let mut r = registry_with(2, Rules::default());
+        let to_render = |r: &Registry, fresh_since: i64| -> Vec<String> {
+            r.full_snapshot(Format::Json, fresh_since).applications[0]
+                .1
+                .iter()
+                .filter(|(_, p)| matches!(p, Piece::ToRender { .. }))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        assert_eq!(to_render(&r, 0), vec!["i0", "i1"]);
+        let revision = |r: &Registry, id: &str| r.lease("SVC", id).unwrap().revision;
+        let written = vec![
+            (
+                "SVC".into(),
+                "i0".into(),
+                revision(&r, "i0"),
+                Bytes::from_static(b"{}"),
+            ),
+            (
+                "SVC".into(),
+                "i1".into(),
+                revision(&r, "i1"),
+                Bytes::from_static(b"{}"),
+            ),
+        ];
+        r.keep_rendered(Format::Json, written, 10_000);
+        assert!(to_render(&r, 0).is_empty());
+        r.set_override("SVC", "i1", Status::OutOfService, 11_000);
+        assert_eq!(to_render(&r, 0), vec!["i1"], "changed");
+        assert_eq!(to_render(&r, 10_001), vec!["i0", "i1"], "grown old");
+        // A rendering of an older revision is not kept.
+        r.keep_rendered(
+            Format::Json,
+            vec![("SVC".into(), "i1".into(), 0, Bytes::from_static(b"{}"))],
+            12_000,
+        );
+        assert_eq!(to_render(&r, 0), vec!["i1"]);
     }
 
     #[test]

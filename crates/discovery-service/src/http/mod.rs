@@ -157,6 +157,11 @@ async fn listing(node: Arc<Node>, listing: Listing, headers: &HeaderMap) -> Resp
     if let Some(bytes) = node.cached(listing, format, gzip) {
         return body(format, bytes, gzip);
     }
+    let rebuilding = node.clone();
+    let _one_at_a_time = rebuilding.rebuild_lock(listing).lock().await;
+    if let Some(bytes) = node.cached(listing, format, gzip) {
+        return body(format, bytes, gzip);
+    }
     match tokio::task::spawn_blocking(move || node.listing(listing, format, gzip)).await {
         Ok(bytes) => body(format, bytes, gzip),
         Err(e) => {
