@@ -29,14 +29,16 @@ pub use crate::registry::Format;
 /// A listing rendered once per registry generation, plain and gzipped.
 struct Cached {
     generation: u64,
-    built_at: i64,
+    /// When the oldest lease times it shows grow too old.
+    expires_at: i64,
     plain: Bytes,
     gzip: Option<Bytes>,
 }
 
-/// A cached listing, and each instance written into it, is rebuilt after this long even
-/// without a change, so the lease times it shows are at most this old (Eureka's cache
-/// expires its entries after 180 s).
+/// Lease times in a listing are at most this old: each instance's written form is reused
+/// for up to this long (less by a spread, so they are not all written again at once), and a
+/// cached listing lasts until its oldest one must be written again (Eureka's cache expires
+/// its entries after 180 s).
 const FRESH_MS: i64 = 180_000;
 
 /// Counts shown on the status page (per node, where `/metrics` is per process).
@@ -55,7 +57,7 @@ pub struct Node {
     /// Held while a listing (full, delta) is rebuilt, so clients asking at once after a
     /// change wait, without holding a thread, for one rebuild instead of each making their
     /// own.
-    rebuilding: [tokio::sync::Mutex<()>; 2],
+    rebuilding: [Arc<tokio::sync::Mutex<()>>; 2],
     replicator: Replicator,
     pub settings: Settings,
     pub local_addr: SocketAddr,
@@ -85,7 +87,7 @@ impl Node {
         Arc::new(Node {
             registry,
             cache: Mutex::new(HashMap::new()),
-            rebuilding: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
+            rebuilding: [Arc::default(), Arc::default()],
             replicator,
             settings,
             local_addr,
@@ -212,7 +214,7 @@ impl Node {
         let cache = lock(&self.cache);
         let cached = cache
             .get(&(listing, format))
-            .filter(|c| c.generation == generation && now_ms() - c.built_at < FRESH_MS)?;
+            .filter(|c| c.generation == generation && now_ms() < c.expires_at)?;
         if gzip {
             cached.gzip.clone()
         } else {
@@ -221,8 +223,8 @@ impl Node {
     }
 
     /// The lock a rebuild of `listing` is made under.
-    pub fn rebuild_lock(&self, listing: Listing) -> &tokio::sync::Mutex<()> {
-        &self.rebuilding[listing as usize]
+    pub fn rebuild_lock(&self, listing: Listing) -> Arc<tokio::sync::Mutex<()>> {
+        self.rebuilding[listing as usize].clone()
     }
 
     fn generation(&self, listing: Listing) -> u64 {
@@ -244,30 +246,27 @@ impl Node {
         let generation = self.generation(listing);
         let plain = lock(&self.cache)
             .get(&(listing, format))
-            .filter(|c| c.generation == generation && now_ms() - c.built_at < FRESH_MS)
-            .map(|c| (c.plain.clone(), c.built_at));
-        let (generation, built_at, plain) = match (plain, listing) {
+            .filter(|c| c.generation == generation && now_ms() < c.expires_at)
+            .map(|c| (c.plain.clone(), c.expires_at));
+        let (generation, expires_at, plain) = match (plain, listing) {
             // Only the gzipped form is missing.
-            (Some((plain, built_at)), _) => (generation, built_at, plain),
-            (None, Listing::Full) => {
-                let (generation, plain) = self.full_listing(format);
-                (generation, now_ms(), plain)
-            }
+            (Some((plain, expires_at)), _) => (generation, expires_at, plain),
+            (None, Listing::Full) => self.full_listing(format),
             (None, Listing::Delta) => {
                 let (generation, apps) = {
                     let registry = self.registry();
                     (registry.delta_generation(), registry.delta())
                 };
-                (generation, now_ms(), render_applications(&apps, format))
+                let expires_at = now_ms() + FRESH_MS;
+                (generation, expires_at, render_applications(&apps, format))
             }
         };
-        // Eureka clients ask for gzip: the full listing is kept compressed as well.
-        let z = (gzip || listing == Listing::Full).then(|| gzip_bytes(&plain));
+        let z = gzip.then(|| gzip_bytes(&plain));
         lock(&self.cache).insert(
             (listing, format),
             Cached {
                 generation,
-                built_at,
+                expires_at,
                 plain: plain.clone(),
                 gzip: z.clone(),
             },
@@ -277,8 +276,8 @@ impl Node {
 
     /// The full listing, put together from each instance as last written; only instances
     /// changed since are written again, and outside the registry's lock.
-    fn full_listing(&self, format: Format) -> (u64, Bytes) {
-        let snapshot = self.registry().full_snapshot(format, now_ms() - FRESH_MS);
+    fn full_listing(&self, format: Format) -> (u64, i64, Bytes) {
+        let snapshot = self.registry().full_snapshot(format, now_ms(), FRESH_MS);
         // Write what must be written, then put it all together in one buffer of the
         // right size.
         let mut written = Vec::new();
@@ -368,7 +367,7 @@ impl Node {
             out.extend_from_slice(app_tail);
         }
         out.extend_from_slice(tail);
-        (snapshot.generation, Bytes::from(out))
+        (snapshot.generation, snapshot.expires_at, Bytes::from(out))
     }
 
     pub fn preservation(&self) -> Preservation {

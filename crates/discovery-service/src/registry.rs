@@ -48,6 +48,8 @@ pub enum Piece {
 /// The whole registry, ready to be written without holding the lock.
 pub struct FullSnapshot {
     pub generation: u64,
+    /// When the first instance written into it grows too old; the listing is rebuilt then.
+    pub expires_at: i64,
     pub hashcode: String,
     pub applications: Vec<(String, Vec<(String, Piece)>)>,
 }
@@ -510,12 +512,22 @@ impl Registry {
         }
     }
 
-    /// The whole registry for a listing in `format`: instances written since `fresh_since`
-    /// are shared, the others copied to be written outside the lock (so lease times in
-    /// listings are never older than that, as in Eureka's cached listings).
-    pub fn full_snapshot(&self, format: Format, fresh_since: i64) -> FullSnapshot {
-        FullSnapshot {
+    /// The whole registry for a listing in `format`: instances written less than `max_age`
+    /// ago are shared, the others copied to be written outside the lock, so lease times in
+    /// listings are at most that old (as in Eureka's cached listings). Each instance's age
+    /// limit is shortened by up to half, by its id, so they are not all written again at
+    /// once.
+    pub fn full_snapshot(&self, format: Format, now: i64, max_age: i64) -> FullSnapshot {
+        let limit = |id: &str| {
+            let spread = id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            max_age - i64::try_from(spread % (max_age.max(2) as u64 / 2)).unwrap_or(0)
+        };
+        let mut expires_at = i64::MAX;
+        let snapshot = FullSnapshot {
             generation: self.generation,
+            expires_at: 0,
             hashcode: self.hashcode(),
             applications: self
                 .apps
@@ -524,14 +536,19 @@ impl Registry {
                     let pieces = leases
                         .iter()
                         .map(|(id, lease)| {
+                            let limit = limit(id);
                             let piece = match &lease.rendered[format as usize] {
-                                Some((bytes, at)) if *at >= fresh_since => {
+                                Some((bytes, at)) if now - at < limit => {
+                                    expires_at = expires_at.min(at + limit);
                                     Piece::Rendered(bytes.clone())
                                 }
-                                _ => Piece::ToRender {
-                                    instance: Box::new(lease.listed()),
-                                    revision: lease.revision,
-                                },
+                                _ => {
+                                    expires_at = expires_at.min(now + limit);
+                                    Piece::ToRender {
+                                        instance: Box::new(lease.listed()),
+                                        revision: lease.revision,
+                                    }
+                                }
                             };
                             (id.clone(), piece)
                         })
@@ -539,6 +556,14 @@ impl Registry {
                     (name.clone(), pieces)
                 })
                 .collect(),
+        };
+        FullSnapshot {
+            expires_at: if expires_at == i64::MAX {
+                now + max_age
+            } else {
+                expires_at
+            },
+            ..snapshot
         }
     }
 
@@ -770,8 +795,8 @@ mod tests {
     #[test]
     fn written_instances_are_reused_until_they_change_or_grow_old() {
         let mut r = registry_with(2, Rules::default());
-        let to_render = |r: &Registry, fresh_since: i64| -> Vec<String> {
-            r.full_snapshot(Format::Json, fresh_since).applications[0]
+        let to_render = |r: &Registry, now: i64| -> Vec<String> {
+            r.full_snapshot(Format::Json, now, 1_000).applications[0]
                 .1
                 .iter()
                 .filter(|(_, p)| matches!(p, Piece::ToRender { .. }))
@@ -795,17 +820,23 @@ mod tests {
             ),
         ];
         r.keep_rendered(Format::Json, written, 10_000);
-        assert!(to_render(&r, 0).is_empty());
+        assert!(to_render(&r, 10_000).is_empty());
+        let snapshot = r.full_snapshot(Format::Json, 10_000, 1_000);
+        assert!(
+            (10_500..=11_000).contains(&snapshot.expires_at),
+            "the listing lasts as long as its oldest instance: {}",
+            snapshot.expires_at
+        );
         r.set_override("SVC", "i1", Status::OutOfService, 11_000);
-        assert_eq!(to_render(&r, 0), vec!["i1"], "changed");
-        assert_eq!(to_render(&r, 10_001), vec!["i0", "i1"], "grown old");
+        assert_eq!(to_render(&r, 10_000), vec!["i1"], "changed");
+        assert_eq!(to_render(&r, 11_001), vec!["i0", "i1"], "grown old");
         // A rendering of an older revision is not kept.
         r.keep_rendered(
             Format::Json,
             vec![("SVC".into(), "i1".into(), 0, Bytes::from_static(b"{}"))],
             12_000,
         );
-        assert_eq!(to_render(&r, 0), vec!["i1"]);
+        assert_eq!(to_render(&r, 10_000), vec!["i1"]);
     }
 
     #[test]

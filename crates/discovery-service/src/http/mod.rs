@@ -157,12 +157,17 @@ async fn listing(node: Arc<Node>, listing: Listing, headers: &HeaderMap) -> Resp
     if let Some(bytes) = node.cached(listing, format, gzip) {
         return body(format, bytes, gzip);
     }
-    let rebuilding = node.clone();
-    let _one_at_a_time = rebuilding.rebuild_lock(listing).lock().await;
+    let one_at_a_time = node.rebuild_lock(listing).lock_owned().await;
     if let Some(bytes) = node.cached(listing, format, gzip) {
         return body(format, bytes, gzip);
     }
-    match tokio::task::spawn_blocking(move || node.listing(listing, format, gzip)).await {
+    // The lock goes with the rebuild, so a client leaving meanwhile does not free it.
+    let build = move || {
+        let bytes = node.listing(listing, format, gzip);
+        drop(one_at_a_time);
+        bytes
+    };
+    match tokio::task::spawn_blocking(build).await {
         Ok(bytes) => body(format, bytes, gzip),
         Err(e) => {
             tracing::error!(error = %e, "building a registry listing failed");
