@@ -90,12 +90,7 @@ pub async fn run(
     serving.task.await?
 }
 
-/// Milliseconds since the Unix epoch, as Eureka's timestamps.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use platform::clock::now_ms;
 
 pub(crate) fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)

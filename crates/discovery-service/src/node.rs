@@ -35,6 +35,13 @@ struct Cached {
     gzip: Option<Bytes>,
 }
 
+impl Cached {
+    /// Still the listing of the registry at `generation`, and not too old.
+    fn current(&self, generation: u64) -> bool {
+        self.generation == generation && now_ms() < self.expires_at
+    }
+}
+
 /// Lease times in a listing are at most this old: each instance's written form is reused
 /// for up to this long (less by a spread, so they are not all written again at once), and a
 /// cached listing lasts until its oldest one must be written again (Eureka's cache expires
@@ -214,7 +221,7 @@ impl Node {
         let cache = lock(&self.cache);
         let cached = cache
             .get(&(listing, format))
-            .filter(|c| c.generation == generation && now_ms() < c.expires_at)?;
+            .filter(|c| c.current(generation))?;
         if gzip {
             cached.gzip.clone()
         } else {
@@ -246,7 +253,7 @@ impl Node {
         let generation = self.generation(listing);
         let plain = lock(&self.cache)
             .get(&(listing, format))
-            .filter(|c| c.generation == generation && now_ms() < c.expires_at)
+            .filter(|c| c.current(generation))
             .map(|c| (c.plain.clone(), c.expires_at));
         let (generation, expires_at, plain) = match (plain, listing) {
             // Only the gzipped form is missing.
@@ -318,7 +325,8 @@ impl Node {
             (head.into_bytes(), app_heads)
         } else {
             let head = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><applications>{}{}",
+                "{}<applications>{}{}",
+                xml::DECLARATION,
                 xml::fragment("versions__delta", &Value::from(generation)),
                 xml::fragment("apps__hashcode", &Value::from(snapshot.hashcode))
             );

@@ -12,11 +12,11 @@ const MAX_DEPTH: usize = 32;
 
 /// Writes `value` as the element `name`, with an XML declaration.
 pub fn write(name: &str, value: &Value) -> String {
-    let mut out = String::with_capacity(4096);
-    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>");
-    element(&mut out, name, value);
-    out
+    format!("{DECLARATION}{}", fragment(name, value))
 }
+
+/// What every document written here starts with.
+pub const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>";
 
 /// Writes `value` as the element `name`, to be put inside a document.
 pub fn fragment(name: &str, value: &Value) -> String {

@@ -15,12 +15,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use discovery_service::Settings;
+use platform::clock::now_ms;
 use platform::discovery::{Discovery, DiscoverySettings, Mode, Status};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::path_segment as encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::time::Instant;
@@ -33,13 +35,6 @@ const LEASE_RENEWAL_SECS: u64 = 1;
 const LEASE_DURATION_SECS: u64 = 3;
 /// How long any one expectation may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).expect("time fits i64"))
-        .expect("clock after 1970")
-}
 
 // ---------------------------------------------------------------------------------------
 // Node.js and the npm packages
@@ -246,20 +241,6 @@ impl Server {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
             .status()
     }
-}
-
-/// Percent-encodes a path segment (instance ids hold `:`).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// `application.instance` as a list, whether the server wrote an array or one object.

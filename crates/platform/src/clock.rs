@@ -7,3 +7,8 @@ pub fn now() -> DateTime<Utc> {
     let t = Utc::now();
     t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
 }
+
+/// Milliseconds since the Unix epoch (event times, Eureka's timestamps).
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}

@@ -102,6 +102,35 @@ fn serve(service: &str, data: &std::path::Path, env: &[(&str, &str)]) -> (Child,
     (child, addr)
 }
 
+/// `serve discovery-service` on a free port: the process, its address and its Eureka URL.
+fn serve_discovery(data: &std::path::Path) -> (Child, String, String) {
+    let (child, addr) = serve(
+        "discovery-service",
+        data,
+        &[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")],
+    );
+    let eureka = format!("http://{addr}/eureka/");
+    (child, addr, eureka)
+}
+
+/// `serve user-service` on its own (no library saga), registering with the discovery
+/// service at `discovery_addr`; `more` adds settings.
+fn serve_user_with_discovery(
+    data: &std::path::Path,
+    discovery_addr: &str,
+    more: &[(&str, &str)],
+) -> (Child, String) {
+    let eureka = format!("http://{discovery_addr}/eureka/");
+    let mut env = vec![
+        ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+        ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+        ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
+        ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", eureka.as_str()),
+    ];
+    env.extend_from_slice(more);
+    serve("user-service", data, &env)
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -264,22 +293,11 @@ fn user_service_alone_needs_a_broker_for_its_sagas() {
 #[test]
 fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let (mut discovery, discovery_addr) = serve(
-        "discovery-service",
+    let (mut discovery, discovery_addr, _) = serve_discovery(data.path());
+    let (mut user, user_addr) = serve_user_with_discovery(
         data.path(),
-        &[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")],
-    );
-    let eureka = format!("http://{discovery_addr}/eureka/");
-    let (mut user, user_addr) = serve(
-        "user-service",
-        data.path(),
-        &[
-            ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
-            ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
-            ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
-            ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
-            ("PROMPTFLOW_DISCOVERY__ZONE", "zone-7"),
-        ],
+        &discovery_addr,
+        &[("PROMPTFLOW_DISCOVERY__ZONE", "zone-7")],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -315,22 +333,8 @@ fn a_service_on_its_own_registers_and_deregisters_on_sigterm() {
 #[test]
 fn business_service_finds_user_service_through_discovery() {
     let data = tempfile::tempdir().unwrap();
-    let (mut discovery, discovery_addr) = serve(
-        "discovery-service",
-        data.path(),
-        &[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")],
-    );
-    let eureka = format!("http://{discovery_addr}/eureka/");
-    let (mut user, user_addr) = serve(
-        "user-service",
-        data.path(),
-        &[
-            ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
-            ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
-            ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
-            ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
-        ],
-    );
+    let (mut discovery, discovery_addr, eureka) = serve_discovery(data.path());
+    let (mut user, user_addr) = serve_user_with_discovery(data.path(), &discovery_addr, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(eventually_registered(&discovery_addr, &["USER-SERVICE"]));
     // business-service is told only where discovery is; its default `jwks_url` is

@@ -121,6 +121,20 @@ fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
 
 /// Sends a request; returns the status and the body as JSON (a JSON string for other text,
 /// `Null` when empty). Every error answer must be `application/problem+json`.
+/// Percent-encodes a path segment, as clients send ids such as `10.0.0.1:app:8080`.
+pub fn path_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
     let response = req.send().await.expect("request reaches the server");
     let status = response.status();

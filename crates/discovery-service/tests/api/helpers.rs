@@ -119,19 +119,7 @@ pub fn instance(app: &str, id: &str, port: u16) -> Value {
     }})
 }
 
-/// Percent-encodes a path segment, as clients send instance ids.
-pub fn enc(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub use testkit::path_segment as enc;
 
 pub async fn register(client: &reqwest::Client, base: &str, body: &Value) -> StatusCode {
     let app = body["instance"]["app"].as_str().expect("app");

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::instance::{ActionType, Applications, Instance, Status, hashcode};
 use super::{DiscoverySettings, Mode};
+use crate::clock::now_ms;
 
 /// The registry as this process last saw it: application (upper case) → instances.
 #[derive(Debug, Default)]
@@ -480,12 +481,6 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

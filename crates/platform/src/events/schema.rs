@@ -63,6 +63,4 @@ impl MigrationTrait for EventTables {
 
 pub(crate) use crate::db::statement;
 
-pub(crate) fn now_ms() -> i64 {
-    crate::clock::now().timestamp_millis()
-}
+pub(crate) use crate::clock::now_ms;
