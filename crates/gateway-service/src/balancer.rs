@@ -294,7 +294,7 @@ fn least_requests(endpoints: &[Endpoint], tried: &[usize], now_ms: u64) -> Optio
     };
 
     // Usual case, few endpoints tried or ejected: random probes find a pair at once. Sampling
-    // by rejection keeps the choice uniform, and so does falling back to the exact count.
+    // by rejection keeps the choice uniform, and so does falling back to the exact pass.
     if n >= 2 {
         for _ in 0..PROBES {
             let a = fastrand::usize(..n);
@@ -312,25 +312,51 @@ fn least_requests(endpoints: &[Endpoint], tried: &[usize], now_ms: u64) -> Optio
         }
     }
 
-    // Exact: the usable endpoints, or when none is left, the untried ejected ones.
-    let untried = |i: usize| !tried.contains(&i);
-    let ups = (0..n).filter(|&i| up(i)).count();
-    let (count, eligible): (usize, &dyn Fn(usize) -> bool) = if ups > 0 {
-        (ups, &up)
-    } else {
-        ((0..n).filter(|&i| untried(i)).count(), &untried)
-    };
-    let nth = |rank: usize| (0..n).filter(|&i| eligible(i)).nth(rank);
-    match count {
-        0 => None,
-        1 => nth(0),
-        _ => {
-            let ra = fastrand::usize(..count);
-            let mut rb = fastrand::usize(..count - 1);
-            if rb >= ra {
-                rb += 1;
-            }
-            Some(fewer(nth(ra)?, nth(rb)?))
+    // Exact, in one pass so that endpoints ejected meanwhile by other requests cannot make the
+    // choice vanish: a uniform pair of the usable endpoints, and one of the untried ejected
+    // ones in case none is usable.
+    let mut usable = Pair::default();
+    let mut ejected = Pair::default();
+    for i in (0..n).filter(|i| !tried.contains(i)) {
+        if endpoints[i].stats.is_ejected(now_ms) {
+            ejected.offer(i);
+        } else {
+            usable.offer(i);
+        }
+    }
+    usable.choose(fewer).or_else(|| ejected.choose(fewer))
+}
+
+/// Reservoir sampling of two: after any number of offers, each pair of them is equally likely.
+#[derive(Default)]
+struct Pair {
+    seen: usize,
+    a: usize,
+    b: usize,
+}
+
+impl Pair {
+    fn offer(&mut self, i: usize) {
+        self.seen += 1;
+        match self.seen {
+            1 => self.a = i,
+            2 => self.b = i,
+            seen => match fastrand::usize(..seen) {
+                0 => self.a = i,
+                1 => self.b = i,
+                _ => {}
+            },
+        }
+    }
+
+    fn choose(&self, fewer: impl Fn(usize, usize) -> usize) -> Option<usize> {
+        match self.seen {
+            0 => None,
+            1 => Some(self.a),
+            // The earlier offer tends to sit in `a`, and ties go to the first argument: in
+            // random order, so idle endpoints share evenly.
+            _ if fastrand::bool() => Some(fewer(self.a, self.b)),
+            _ => Some(fewer(self.b, self.a)),
         }
     }
 }
@@ -626,6 +652,35 @@ mod tests {
             b.record(e, Outcome::ConnectFailure, 1_000),
             Some(Duration::from_millis(2_000))
         );
+    }
+
+    #[test]
+    fn few_usable_among_many_ejected() {
+        for policy in BOTH {
+            let b = balancer(policy);
+            let eps = endpoints(&b, 10);
+            for i in [0, 1, 2, 4, 5, 6, 8, 9] {
+                assert!(b.record(&eps[i], Outcome::ConnectFailure, 0).is_some());
+            }
+            let counts = spread(&b, &eps, &[], 10, 1_000);
+            assert_eq!(counts[3] + counts[7], 1_000, "{policy:?} {counts:?}");
+            assert!(counts[3] > 350 && counts[7] > 350, "{policy:?} {counts:?}");
+            let counts = spread(&b, &eps, &[7], 10, 100);
+            assert_eq!(counts[3], 100, "{policy:?} {counts:?}");
+        }
+        // Six usable of twenty, least requests: the pair is mostly drawn by the exact pass and
+        // each usable one still gets its sixth.
+        let b = balancer(BalancePolicy::LeastRequests);
+        let eps = endpoints(&b, 20);
+        let usable = [1, 5, 6, 11, 15, 19];
+        for (i, e) in eps.iter().enumerate() {
+            if !usable.contains(&i) {
+                assert!(b.record(e, Outcome::ConnectFailure, 0).is_some());
+            }
+        }
+        let counts = spread(&b, &eps, &[], 10, 6_000);
+        assert_eq!(usable.iter().map(|&i| counts[i]).sum::<usize>(), 6_000);
+        assert!(usable.iter().all(|&i| counts[i] > 800), "{counts:?}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! the last 10 s, or when the retries of the current second are fewer than `min_per_sec`
 //! (the floor lets a quiet service retry at all). Counts are kept in ten one-second buckets;
 //! each bucket's second and count share one atomic word, so a bucket can be reused for a new
-//! second without a lock and without a count landing in the wrong second.
+//! second without a lock and without a count landing in the wrong second. Within a second the
+//! allowance is exact under concurrency; across a second boundary, callers whose clocks differ
+//! by a few milliseconds may together pass it by one retry each.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
