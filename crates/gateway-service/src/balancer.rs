@@ -20,7 +20,7 @@ use crate::settings::{BalancePolicy, LoadBalancerSettings};
 const LEAST_REQUESTS: u8 = 0;
 const ROUND_ROBIN: u8 = 1;
 
-/// Random tries at a usable first candidate before counting the usable ones exactly.
+/// Random tries at a usable first candidate before the exact pass over all endpoints.
 const PROBES: usize = 4;
 
 pub struct Balancer {
@@ -33,7 +33,8 @@ pub struct Balancer {
     turns: RwLock<HashMap<Box<str>, AtomicUsize>>,
 }
 
-/// One instance's live stats; a cache line of its own, as `in_flight` changes on every request.
+/// One instance's live stats, on a cache line of its own: `in_flight` changes on every
+/// request.
 #[repr(align(64))]
 #[derive(Default)]
 struct Stats {
@@ -212,8 +213,8 @@ impl Balancer {
         match outcome {
             Outcome::Failure => None,
             Outcome::Success => {
-                // Read first: the usual success has nothing to reset, and a store would make
-                // every core's copy of the line dirty.
+                // Read first: the usual success has nothing to reset, and a store would
+                // invalidate the line in every other core's cache.
                 if stats.failures.load(Ordering::Relaxed) != 0 {
                     stats.failures.store(0, Ordering::Relaxed);
                 }
