@@ -180,6 +180,7 @@ impl Routes {
         let now = if self.uses_clock {
             Utc::now()
         } else {
+            // No predicate reads it.
             DateTime::<Utc>::MIN_UTC
         };
         self.find_at(req, now)
@@ -245,12 +246,12 @@ impl Route {
             .map(|p| Predicate::compile(p, &ctx))
             .collect::<Result<Vec<_>, _>>()?;
         let mut captured: Vec<&str> = Vec::new();
-        for p in &predicates {
+        for (p, written) in predicates.iter().zip(&def.predicates) {
             for v in p.any_vars() {
                 if captured.contains(&v) {
                     return Err(format!(
                         "{ctx}: predicate `{}`: variable `{{{v}}}` is captured by another predicate too",
-                        p.text
+                        args::label(written)
                     ));
                 }
                 captured.push(v);
@@ -277,7 +278,7 @@ impl Route {
             filter_texts: Vec::new(),
             metadata: def.metadata.clone(),
         };
-        // (singleton name, index in filter_texts) of what the default filters set.
+        // Shortcut forms, with the singleton each sets (a route's own drops the default's).
         let mut texts: Vec<(Option<&'static str>, String)> = Vec::new();
         for (list, what) in [
             (default_filters, "default filter"),

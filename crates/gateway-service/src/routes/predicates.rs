@@ -143,7 +143,7 @@ impl Predicate {
                     .map(|p| SegPattern::path(p))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| a.err(e))?;
-                // The brief's choice; Spring's own default is `true`.
+                // Stricter than Spring (whose default is `true`): `/login/` is not `/login`.
                 let trailing_slash = a.opt_bool("matchTrailingSlash")?.unwrap_or(false);
                 let mut text = format!("Path={}", written.join(","));
                 if trailing_slash {

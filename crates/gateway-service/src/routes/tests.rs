@@ -1702,3 +1702,15 @@ fn the_default_limit_is_checked_where_it_fills_in() {
     // A route without the filter does not care.
     assert!(Routes::compile(&[route("r", vec![], vec![])], &[], &zero).is_ok());
 }
+
+#[test]
+fn the_table_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Routes>();
+    let routes = std::sync::Arc::new(compile(crate::settings::default_routes()));
+    let r = std::sync::Arc::clone(&routes);
+    let id = std::thread::spawn(move || id_of(&r, &Req::get("/api/users/me")))
+        .join()
+        .expect("thread");
+    assert_eq!(id.as_deref(), Some("users"));
+}
