@@ -101,12 +101,7 @@ pub fn default_routes() -> Vec<RouteDefinition> {
             "/api/auth/register,/api/auth/login,/api/auth/refresh,/api/auth/token,/api/auth/logout",
             true,
         ),
-        route(
-            "jwks",
-            "lb://user-service",
-            "/.well-known/jwks.json",
-            true,
-        ),
+        route("jwks", "lb://user-service", "/.well-known/jwks.json", true),
         route("auth", "lb://user-service", "/api/auth/**", false),
         route("users", "lb://user-service", "/api/users/**", false),
         route(
