@@ -1,15 +1,180 @@
 //! gateway-service (:8080): the single public entry. Routes requests to the services found
 //! through discovery (or to fixed URLs), checks access tokens at the edge, limits request
 //! rates, balances load over instances, retries what is safe to retry, and streams bodies
-//! both ways.
+//! both ways. Its settings are read again without a restart (a change of the settings
+//! file, SIGHUP, or `POST /actuator/gateway/refresh`).
 
+pub mod auth;
 pub mod balancer;
 pub mod breaker;
 pub mod budget;
+pub mod cors;
+pub mod headers;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
 pub mod settings;
+pub mod table;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use platform::auth::TokenVerifier;
+use platform::server::{Check, Serving};
+use platform::settings::Common;
+use tokio_util::sync::CancellationToken;
+
+pub use proxy::{Gateway, Reload};
 pub use settings::Settings;
 
 pub const NAME: &str = "gateway-service";
+
+/// Everything the gateway needs, ready to serve. The token keys are fetched now if
+/// user-service answers, else when the first token arrives.
+pub async fn build(
+    settings: Settings,
+    common: &Common,
+    reload: Option<Reload>,
+) -> anyhow::Result<Arc<Gateway>> {
+    let fetch =
+        platform::auth::remote_jwks_via(settings.jwks_url.clone(), common.discovery.clone());
+    let verifier = TokenVerifier::new(&settings.issuer, &settings.audience, fetch);
+    if let Err(e) = verifier.refresh().await {
+        tracing::warn!(error = format!("{e:#}"), url = %settings.jwks_url, "the token keys cannot be fetched yet; they will be when a token arrives");
+    }
+    let auth = auth::EdgeAuth::new(verifier, settings.token_cache_entries);
+    metrics::describe();
+    let gateway = Gateway::new(
+        settings,
+        auth,
+        common.discovery.clone(),
+        common.http.trusted_proxies.clone(),
+        reload,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    Ok(Arc::new(gateway))
+}
+
+/// The whole HTTP app of the gateway.
+pub fn router(gateway: Arc<Gateway>, common: &Common) -> anyhow::Result<Router> {
+    let cors = cors::layer(&gateway.table().settings.cors)
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    let discovery = common.discovery.clone();
+    let registry: Check = Arc::new(move || {
+        let loaded = discovery.loaded();
+        Box::pin(async move {
+            if loaded {
+                Ok(())
+            } else {
+                Err("the service registry has not been read yet".to_owned())
+            }
+        })
+    });
+    let limiter_gateway = gateway.clone();
+    let limiter: Check = Arc::new(move || {
+        let limiter = limiter_gateway.limiter();
+        Box::pin(async move { limiter.ready().await })
+    });
+    Ok(http::routes(
+        gateway,
+        vec![("registry", registry), ("rate_limiter", limiter)],
+        cors,
+    ))
+}
+
+/// Builds the gateway and serves it on `settings.listen` until `shutdown`; re-reads its
+/// settings with `reload` every `reload_interval_secs` and on SIGHUP.
+pub async fn start(
+    settings: Settings,
+    common: &Common,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> anyhow::Result<Serving> {
+    let listen = settings.listen;
+    let gateway = build(settings, common, reload).await?;
+    let app = router(gateway.clone(), common)?;
+    tokio::spawn(maintain(gateway, shutdown.clone()));
+    platform::server::start(NAME, listen, app, &common.http, shutdown).await
+}
+
+pub async fn run(
+    settings: Settings,
+    common: &Common,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
+    let serving = start(settings, common, shutdown, reload).await?;
+    serving.task.await.context("gateway-service task")?
+}
+
+/// Upkeep every few seconds (gauges, forgotten tokens and instances, the rate limiter's
+/// own upkeep), and the settings read again when due or on SIGHUP.
+async fn maintain(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut hangup = hangups();
+    let mut limiter = gateway.limiter();
+    let mut limiter_upkeep = shutdown.child_token();
+    limiter.spawn_housekeeping(limiter_upkeep.clone());
+    let mut last_reload = tokio::time::Instant::now();
+    let mut last_error = String::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        let signalled = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => false,
+            Some(()) = hangup.recv() => true,
+        };
+        n += 1;
+        let every = gateway.table().settings.reload_interval_secs;
+        let due = every > 0 && last_reload.elapsed() >= Duration::from_secs(every);
+        if signalled || due {
+            last_reload = tokio::time::Instant::now();
+            let worker = gateway.clone();
+            match tokio::task::spawn_blocking(move || worker.reload()).await {
+                Ok(Ok(_)) => last_error.clear(),
+                Ok(Err(e)) => {
+                    if e != last_error || signalled {
+                        tracing::warn!(error = %e, "the changed gateway settings were not applied; the old ones stay in force");
+                    }
+                    last_error = e;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the gateway settings failed"),
+            }
+        }
+        let current = gateway.limiter();
+        if !Arc::ptr_eq(&current, &limiter) {
+            limiter_upkeep.cancel();
+            limiter = current;
+            limiter_upkeep = shutdown.child_token();
+            limiter.spawn_housekeeping(limiter_upkeep.clone());
+        }
+        if n.is_multiple_of(5) {
+            gateway.housekeeping();
+        }
+    }
+}
+
+/// SIGHUP as a stream of `()` (nothing on other systems).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while signal.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}

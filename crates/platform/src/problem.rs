@@ -206,6 +206,26 @@ impl Problem {
         .detail(detail)
     }
 
+    /// An upstream could not be reached or answered badly (gateway).
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "bad-gateway",
+            "The upstream service failed",
+        )
+        .detail(detail)
+    }
+
+    /// An upstream did not answer in time (gateway).
+    pub fn gateway_timeout(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway-timeout",
+            "The upstream service did not answer in time",
+        )
+        .detail(detail)
+    }
+
     pub fn timeout() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -57,14 +57,9 @@ struct TrustedProxies(Arc<Vec<IpAddr>>);
 
 /// Wraps a service's routes with everything every service has.
 pub fn app(service: Service, http: &HttpSettings) -> Router {
-    let checks = Arc::new(service.checks);
-    let common = Router::new()
-        .route("/health", get(health))
-        .route("/health/ready", get(ready).with_state(checks))
-        .route("/metrics", get(crate::metrics::render));
+    let common = health_routes(service.checks);
     let limit = http.body_limit;
     let timeout = Duration::from_secs(http.request_timeout_secs.max(1));
-    crate::metrics::install();
 
     service
         .routes
@@ -78,17 +73,7 @@ pub fn app(service: Service, http: &HttpSettings) -> Router {
             http.trusted_proxies.clone(),
         ))))
         .layer(middleware::from_fn_with_state(timeout, deadline))
-        .layer(CatchPanicLayer::custom(
-            |panic: Box<dyn std::any::Any + Send>| {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
-                tracing::error!(panic = message, "handler panicked");
-                Problem::internal().into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(middleware::from_fn_with_state(
             service.name,
             crate::metrics::track,
@@ -120,6 +105,27 @@ pub fn app(service: Service, http: &HttpSettings) -> Router {
         )
         .layer(middleware::from_fn(request_id))
         .layer(middleware::from_fn(trace_context))
+}
+
+/// `GET /health` (liveness), `GET /health/ready` (the `checks`) and `GET /metrics`, which
+/// every service answers.
+pub fn health_routes(checks: Vec<(&'static str, Check)>) -> Router {
+    crate::metrics::install();
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready).with_state(Arc::new(checks)))
+        .route("/metrics", get(crate::metrics::render))
+}
+
+/// A handler's panic, logged and answered as an `internal` problem (for `CatchPanicLayer`).
+pub fn panic_to_problem(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "handler panicked");
+    Problem::internal().into_response()
 }
 
 /// Keeps the caller's W3C `traceparent` for the request's work, so the events it causes
@@ -230,7 +236,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+/// The client's address as `ClientIp` finds it, for code that holds the headers itself.
+pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
@@ -289,6 +296,10 @@ pub fn serve(
     tracing::info!(service = name, %local_addr, "listening");
     let task = tokio::spawn(async move {
         let signal = shutdown.clone();
+        // Small answers go out at once rather than waiting on Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

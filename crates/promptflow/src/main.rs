@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,8 @@ enum ServiceName {
     Business,
     #[value(name = "discovery-service", alias = "discovery")]
     Discovery,
+    #[value(name = "gateway-service", alias = "gateway")]
+    Gateway,
 }
 
 /// Every setting, by section. Services not built yet have no section.
@@ -64,6 +67,7 @@ struct Settings {
     /// How this process's services register and find each other.
     discovery: DiscoverySettings,
     discovery_service: discovery_service::Settings,
+    gateway: gateway_service::Settings,
 }
 
 /// Password hashing allocates ~19 MiB at a time. glibc raises its mmap threshold after such
@@ -122,6 +126,13 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         .check()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     let mut discovery_settings = settings.discovery;
+    // The gateway reads its section again when the settings change.
+    let config_file = cli.config.clone();
+    let reload_gateway: gateway_service::Reload = Arc::new(move || {
+        platform::settings::load::<Settings>(config_file.as_deref(), std::env::vars())
+            .map(|s| s.gateway)
+            .map_err(|e| e.to_string())
+    });
     let shutdown = platform::server::shutdown_on_signal();
     let mut common = Common {
         events: EventBus::new(&settings.events),
@@ -138,7 +149,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     if matches!(
         cli.command,
         Command::Serve {
-            service: ServiceName::User | ServiceName::Business
+            service: ServiceName::User | ServiceName::Business | ServiceName::Gateway
         }
     ) {
         common.discovery.start_fetching(shutdown.clone());
@@ -167,10 +178,18 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     format!("http://{}/.well-known/jwks.json", loopback(user.local_addr));
             }
             let business = business_service::start(business, &common, shutdown.clone()).await?;
+            let gateway = gateway_service::start(
+                settings.gateway,
+                &common,
+                shutdown.clone(),
+                Some(reload_gateway),
+            )
+            .await?;
             vec![
                 (discovery_service::NAME, discovery),
                 (user_service::NAME, user),
                 (business_service::NAME, business),
+                (gateway_service::NAME, gateway),
             ]
         }
         Command::Serve {
@@ -196,6 +215,18 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         } => vec![(
             business_service::NAME,
             business_service::start(settings.business, &common, shutdown.clone()).await?,
+        )],
+        Command::Serve {
+            service: ServiceName::Gateway,
+        } => vec![(
+            gateway_service::NAME,
+            gateway_service::start(
+                settings.gateway,
+                &common,
+                shutdown.clone(),
+                Some(reload_gateway),
+            )
+            .await?,
         )],
         Command::Serve {
             service: ServiceName::Discovery,

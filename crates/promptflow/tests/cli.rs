@@ -1,56 +1,11 @@
 //! The binary as a user runs it: `promptflow up` on a fresh data folder, SIGTERM, and a
 //! wrong setting stopping the start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn promptflow() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptflow"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Reads JSON log lines until one says a service is listening; returns its address.
-fn wait_for_listening(child: &mut Child) -> String {
-    wait_for_services(child, &[])
-        .into_values()
-        .next()
-        .expect("a service listens")
-}
-
-/// Reads JSON log lines until each of `services` (or, with none named, any one service)
-/// says it is listening; returns their addresses by service name.
-fn wait_for_services(
-    child: &mut Child,
-    services: &[&str],
-) -> std::collections::BTreeMap<String, String> {
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "listening"
-            {
-                let _ = tx.send((
-                    v["service"].as_str().unwrap_or_default().to_owned(),
-                    v["local_addr"].as_str().unwrap_or_default().to_owned(),
-                ));
-            }
-        }
-    });
-    let mut found = std::collections::BTreeMap::new();
-    while found.is_empty() || !services.iter().all(|s| found.contains_key(*s)) {
-        let (service, addr) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("promptflow says its services listen");
-        found.insert(service, addr);
-    }
-    found
-}
+mod support;
+use support::{promptflow, sigterm, wait_for_listening, wait_for_services};
 
 /// The application names registered with the discovery service at `addr`.
 async fn registered(addr: &str) -> Vec<String> {
@@ -131,14 +86,6 @@ fn serve_user_with_discovery(
     serve("user-service", data, &env)
 }
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
@@ -148,20 +95,27 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
         .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_GATEWAY__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
         .spawn()
         .expect("promptflow starts");
     let addrs = wait_for_services(
         &mut child,
-        &["discovery-service", "user-service", "business-service"],
+        &[
+            "discovery-service",
+            "user-service",
+            "business-service",
+            "gateway-service",
+        ],
     );
     let addr = addrs["user-service"].clone();
+    let gateway = addrs["gateway-service"].clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         // Every service registers with the discovery service of the same process.
         eventually_registered(
             &addrs["discovery-service"],
-            &["BUSINESS-SERVICE", "USER-SERVICE"],
+            &["BUSINESS-SERVICE", "GATEWAY-SERVICE", "USER-SERVICE"],
         )
         .await;
         let client = reqwest::Client::new();
@@ -181,6 +135,38 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(created.status(), 201);
+        // The public entry: through the gateway, a new account signs in and keeps a prompt.
+        let created = client
+            .post(format!("http://{gateway}/api/auth/register"))
+            .json(&serde_json::json!({ "username": "second", "email": "second@example.com", "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let login: serde_json::Value = client
+            .post(format!("http://{gateway}/api/auth/login"))
+            .json(&serde_json::json!({ "username": "second", "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().expect("a token");
+        let prompt = client
+            .post(format!("http://{gateway}/api/business/prompts"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "title": "通过网关", "content": "Hello {{name}}" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(prompt.status(), 201);
+        let anonymous = client
+            .get(format!("http://{gateway}/api/business/prompts"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), 401);
     });
     assert!(
         data.path().join("user.db").exists(),

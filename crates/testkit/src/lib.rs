@@ -119,8 +119,6 @@ fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
     .join();
 }
 
-/// Sends a request; returns the status and the body as JSON (a JSON string for other text,
-/// `Null` when empty). Every error answer must be `application/problem+json`.
 /// Percent-encodes a path segment, as clients send ids such as `10.0.0.1:app:8080`.
 pub fn path_segment(segment: &str) -> String {
     segment
@@ -135,9 +133,18 @@ pub fn path_segment(segment: &str) -> String {
         .collect()
 }
 
+/// Sends a request; returns the status and the body as JSON (a JSON string for other text,
+/// `Null` when empty). Every error answer must be `application/problem+json`.
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let (status, _, body) = send_full(req).await;
+    (status, body)
+}
+
+/// As `send`, with the answer's headers.
+pub async fn send_full(req: RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let response = req.send().await.expect("request reaches the server");
     let status = response.status();
+    let headers = response.headers().clone();
     let problem = response
         .headers()
         .get("content-type")
@@ -157,7 +164,7 @@ pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    (status, body)
+    (status, headers, body)
 }
 
 /// Asserts a problem of the given status and `type` slug.
@@ -183,6 +190,11 @@ pub fn invalid_fields(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Redis for the tests: the machine's server unless `PROMPTFLOW_TEST_REDIS` says otherwise.
+pub fn redis_url() -> String {
+    std::env::var("PROMPTFLOW_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// RabbitMQ for the tests: the machine's broker unless `PROMPTFLOW_TEST_RABBITMQ` says

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ struct Inner {
     /// Round-robin position per application.
     turns: RwLock<HashMap<String, Arc<AtomicUsize>>>,
     fetching: std::sync::Once,
+    /// Bumped whenever the cached registry changes, so callers can keep views of it.
+    generation: AtomicU64,
 }
 
 /// A cheap handle to this process's view of the registry.
@@ -84,6 +86,7 @@ impl Discovery {
                 cache: RwLock::new(cache),
                 turns: RwLock::new(HashMap::new()),
                 fetching: std::sync::Once::new(),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -307,7 +310,10 @@ impl Discovery {
             let delta = self.fetch("apps/delta").await?;
             let matches = {
                 let mut cache = self.inner.cache.write().unwrap_or_else(|e| e.into_inner());
-                apply_delta(&mut cache.apps, &delta);
+                if delta.applications.iter().any(|a| !a.instances.is_empty()) {
+                    apply_delta(&mut cache.apps, &delta);
+                    self.inner.generation.fetch_add(1, Ordering::Release);
+                }
                 let local = hashcode(cache.apps.values().flatten().map(|i| i.status));
                 if local == delta.hashcode {
                     cache.hashcode = local;
@@ -330,7 +336,14 @@ impl Discovery {
             .collect();
         cache.hashcode = full.hashcode;
         cache.loaded = true;
+        self.inner.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Changes whenever the cached registry changes (a view built from `instances` at one
+    /// generation is current while the generation stays the same).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     async fn fetch(&self, path: &str) -> Result<Applications, String> {

@@ -1,0 +1,134 @@
+//! The gateway's Prometheus series: per route, per upstream service and instance. Labels
+//! come from the settings and the registry (route ids, service names, instance ids), never
+//! from what a client sends, so the number of series stays bounded.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::SharedString;
+use platform::auth::TokenError;
+
+use crate::breaker::State;
+
+pub const REQUESTS: &str = "gateway_requests_total";
+pub const DURATION: &str = "gateway_request_duration_seconds";
+pub const UPSTREAM: &str = "gateway_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "gateway_upstream_duration_seconds";
+pub const RETRIES: &str = "gateway_retries_total";
+pub const EJECTIONS: &str = "gateway_ejections_total";
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+pub const AUTH_FAILURES: &str = "gateway_auth_failures_total";
+pub const IN_FLIGHT: &str = "gateway_upstream_in_flight";
+pub const EJECTED: &str = "gateway_upstream_ejected";
+pub const CIRCUIT: &str = "gateway_circuit_state";
+pub const TOKEN_CACHE: &str = "gateway_token_cache_entries";
+
+pub fn describe() {
+    platform::metrics::install();
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests answered by the gateway, by route and status"
+    );
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Time from a request's arrival to its answer's head, by route"
+    );
+    metrics::describe_counter!(
+        UPSTREAM,
+        "Attempts sent to upstream instances, by service, instance and outcome"
+    );
+    metrics::describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time an upstream took to answer an attempt's head, by service"
+    );
+    metrics::describe_counter!(RETRIES, "Attempts sent again on another instance, by route");
+    metrics::describe_counter!(EJECTIONS, "Instances ejected after connection failures");
+    metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by route");
+    metrics::describe_counter!(AUTH_FAILURES, "Requests refused for their token, by reason");
+    metrics::describe_gauge!(IN_FLIGHT, "Requests in flight per upstream instance");
+    metrics::describe_gauge!(EJECTED, "1 while an upstream instance is ejected");
+    metrics::describe_gauge!(
+        CIRCUIT,
+        "Circuit breaker per service: 0 closed, 1 half open, 2 open"
+    );
+    metrics::describe_gauge!(TOKEN_CACHE, "Verified access tokens remembered");
+}
+
+/// `"200"`, `"404"`, ... without allocating per request.
+fn status_label(status: StatusCode) -> &'static str {
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..1000).map(|c| c.to_string()).collect());
+    labels
+        .get(usize::from(status.as_u16()))
+        .map_or("other", String::as_str)
+}
+
+fn route_label(route: Option<&Arc<str>>) -> SharedString {
+    route.map_or(SharedString::const_str("unmatched"), |r| {
+        SharedString::from(r.clone())
+    })
+}
+
+pub fn request(route: Option<&Arc<str>>, status: StatusCode, took: Duration) {
+    let route = route_label(route);
+    metrics::counter!(REQUESTS, "route" => route.clone(), "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!(DURATION, "route" => route).record(took.as_secs_f64());
+}
+
+pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, took: Duration) {
+    metrics::counter!(
+        UPSTREAM,
+        "service" => SharedString::from(service.clone()),
+        "instance" => SharedString::from(instance.clone()),
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::histogram!(UPSTREAM_DURATION, "service" => SharedString::from(service.clone()))
+        .record(took.as_secs_f64());
+}
+
+pub fn retry(route: &Arc<str>) {
+    metrics::counter!(RETRIES, "route" => SharedString::from(route.clone())).increment(1);
+}
+
+pub fn ejected(service: &Arc<str>, instance: &Arc<str>) {
+    metrics::counter!(
+        EJECTIONS,
+        "service" => SharedString::from(service.clone()),
+        "instance" => SharedString::from(instance.clone())
+    )
+    .increment(1);
+}
+
+pub fn rate_limited(route: &Arc<str>) {
+    metrics::counter!(RATE_LIMITED, "route" => SharedString::from(route.clone())).increment(1);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn token_error_label(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Malformed => "malformed",
+        TokenError::Algorithm => "algorithm",
+        TokenError::UnknownKey => "unknown_key",
+        TokenError::Signature => "signature",
+        TokenError::Expired => "expired",
+        TokenError::Audience => "audience",
+        TokenError::Issuer => "issuer",
+        TokenError::Invalid(_) => "invalid",
+    }
+}
+
+pub fn circuit_value(state: State) -> f64 {
+    match state {
+        State::Closed => 0.0,
+        State::HalfOpen => 1.0,
+        State::Open => 2.0,
+    }
+}
