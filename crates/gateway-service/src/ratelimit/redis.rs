@@ -504,6 +504,8 @@ mod tests {
         let _: () = ::redis::cmd("SET")
             .arg(format!("{prefix}:{{r:taken}}"))
             .arg("not a bucket")
+            .arg("EX")
+            .arg(60)
             .query_async(&mut redis)
             .await
             .expect("SET");
