@@ -1,10 +1,12 @@
 //! Buckets in Redis, shared by every gateway using the same Redis and key prefix: one hash per
 //! bucket, taken from by one Lua script on Redis's clock.
 //!
-//! The connection is made on the first `check` or `ready`, in the background. Once a call or
-//! a connect fails (or exceeds `timeout_ms`), Redis counts as down: checks answer the
-//! `on_error` decision at once, while a new connection is tried right away and then at most
-//! once a second, one attempt at a time, until one succeeds.
+//! The connection is made on the first `check` or `ready`, in the background; the first
+//! checks wait for it up to `timeout_ms`. Once a connect fails, or a call fails at the
+//! connection level or gets no answer within `timeout_ms`, Redis counts as down: checks
+//! answer the `on_error` decision at once, while a new connection is tried right away and
+//! then at most once a second, one attempt at a time, until one succeeds. (An error Redis
+//! answers for one call, such as a wrong key type, fails only that call.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -217,6 +219,7 @@ impl RedisLimiter {
                 let mut link = self.lock();
                 if link.manager.is_none() {
                     link.down = true;
+                    "no connection within timeout_ms".clone_into(&mut link.last_error);
                 }
             }
             return Err(Failure::Timeout);
@@ -489,6 +492,32 @@ mod tests {
             .await
             .expect("KEYS");
         assert_eq!(matching, [key], "one key per bucket");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_for_one_bucket_leaves_redis_up_for_the_others() {
+        let prefix = fresh_prefix();
+        let limiter = redis_at(&redis_url(), &prefix, OnRedisError::Deny);
+        let spec = spec(1, 5, 1);
+        let mut redis = direct_connection().await;
+        // Someone else's string where a bucket's hash would be: WRONGTYPE.
+        let _: () = ::redis::cmd("SET")
+            .arg(format!("{prefix}:{{r:taken}}"))
+            .arg("not a bucket")
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut redis)
+            .await
+            .expect("SET");
+        assert_eq!(
+            limiter.check("r", "taken", &spec).await,
+            Decision::Unavailable
+        );
+        assert_eq!(
+            limiter.check("r", "free", &spec).await,
+            Decision::Allowed { remaining: 4 },
+            "Redis is not taken for down"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
