@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod discovery;
 mod events;
+mod gateway;
 mod library;
 mod load;
 mod sync;
@@ -107,7 +108,41 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_values_t = [30.0, 3.0])]
         intervals: Vec<f64>,
     },
-    /// All of the above with their defaults.
+    /// gateway-service as a reverse proxy against nginx and HAProxy, in front of the same
+    /// backend (`baseline-server`), and the backend alone: saturation throughput, CPU per
+    /// request, latency at a fixed rate.
+    Gateway {
+        /// Paths to measure, interleaved in this order.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "direct,gateway,nginx,haproxy"
+        )]
+        paths: Vec<gateway::Route>,
+        /// Closed-loop connections for the saturation figures.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Saturation slice per path per round.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Fixed rate for the latency figures, requests/s (default: 40 % of the lowest
+        /// saturation throughput measured in the run).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Latency slice per path per round.
+        #[arg(long, default_value_t = 10.0)]
+        latency_seconds: f64,
+        /// Keep-alive connections the fixed-rate load is spread over.
+        #[arg(long, default_value_t = 8)]
+        latency_connections: usize,
+        /// The gateway's rate limiter (a bucket too large to refuse) on or off.
+        #[arg(long, value_enum, default_value = "on")]
+        gateway_rate_limit: gateway::OnOff,
+    },
+    /// tokens, me and memory with their defaults.
     All,
 }
 
@@ -156,6 +191,25 @@ fn main() -> anyhow::Result<()> {
             fetches,
             cold,
             intervals,
+        })),
+        Bench::Gateway {
+            paths,
+            connections,
+            seconds,
+            rounds,
+            rate,
+            latency_seconds,
+            latency_connections,
+            gateway_rate_limit,
+        } => runtime.block_on(gateway::run(gateway::Options {
+            paths,
+            connections,
+            seconds,
+            rounds,
+            rate,
+            latency_seconds,
+            latency_connections,
+            gateway_rate_limit: gateway_rate_limit == gateway::OnOff::On,
         })),
         Bench::All => {
             tokens::run(5, 1.0)?;
