@@ -32,6 +32,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` goes too: hyper frames each side's body itself.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few headers a message has, rather than a lookup per name.
+    let hop = |k: &HeaderName| HOP_BY_HOP.contains(k) || k == header::TRANSFER_ENCODING;
+    if !headers.keys().any(hop) {
+        return;
+    }
     if let Some(listed) = headers.get(header::CONNECTION).cloned()
         && let Ok(listed) = listed.to_str()
     {
@@ -77,6 +82,11 @@ impl IdentityHeaders {
 
     /// Removes every identity header from `headers`.
     pub fn strip(&self, headers: &mut HeaderMap) {
+        let exact = |k: &HeaderName| self.exact.contains(k);
+        let prefixed = |k: &HeaderName| self.prefixes.iter().any(|p| k.as_str().starts_with(p));
+        if !headers.keys().any(|k| exact(k) || prefixed(k)) {
+            return;
+        }
         for name in &self.exact {
             headers.remove(name);
         }
@@ -150,9 +160,16 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
+            // A UUIDv7 as other services make them, its random bits from a fast per-thread
+            // generator rather than a system call per request.
+            let millis = u64::try_from(platform::clock::now_ms()).unwrap_or(0);
+            let random = fastrand::u128(..).to_le_bytes();
+            let mut random_bytes = [0u8; 10];
+            random_bytes.copy_from_slice(&random[..10]);
+            let id = uuid::Builder::from_unix_timestamp_millis(millis, &random_bytes).into_uuid();
             let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
-            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
+            let text = id.hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
         })
 }
 
@@ -196,15 +213,15 @@ pub fn suspicious_path(path: &str) -> bool {
     if !path.starts_with('/') {
         return true;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains("%2e")
-        || path.contains('\\')
-    {
-        return true;
-    }
-    path.split('/').any(|seg| seg == "." || seg == "..")
+    let b = path.as_bytes();
+    let encoded_separator = b.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'2', b'e')
+            )
+    });
+    encoded_separator || b.contains(&b'\\') || path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 #[cfg(test)]
@@ -301,7 +318,12 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert(REQUEST_ID, "bad id with spaces".parse().unwrap());
         let made = request_id(&h);
-        assert_eq!(made.len(), 36);
+        let parsed = uuid::Uuid::parse_str(made.to_str().unwrap()).unwrap();
+        assert_eq!(
+            parsed.get_version_num(),
+            7,
+            "a UUIDv7, as the services make"
+        );
         assert_ne!(made, request_id(&h), "each new one differs");
     }
 

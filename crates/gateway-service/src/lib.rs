@@ -18,6 +18,7 @@ pub mod routes;
 pub mod settings;
 pub mod table;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,10 +96,91 @@ pub async fn start(
     reload: Option<Reload>,
 ) -> anyhow::Result<Serving> {
     let listen = settings.listen;
+    let workers = match settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let gateway = build(settings, common, reload).await?;
     let app = router(gateway.clone(), common)?;
+    let listeners = bind_workers(listen, workers)?;
     tokio::spawn(maintain(gateway, shutdown.clone()));
-    platform::server::start(NAME, listen, app, &common.http, shutdown).await
+    serve_on_workers(listeners, app, &common.http, shutdown)
+}
+
+/// `n` sockets listening on one address (`SO_REUSEPORT`: the kernel spreads connections
+/// over them), taken off this runtime so each worker can serve one on its own.
+fn bind_workers(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket
+            .bind(addr)
+            .with_context(|| format!("{NAME}: cannot listen on {addr}"))?;
+        let listener = socket.listen(1024)?;
+        // The others share the port the first one got.
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+        if cfg!(not(unix)) {
+            break;
+        }
+    }
+    Ok(listeners)
+}
+
+/// Serves `app` on each listener from a thread with a single-threaded runtime of its own,
+/// so a request, its upstream connection and its answer never wait on another thread's
+/// wake-up. The returned task ends when every worker has stopped.
+fn serve_on_workers(
+    listeners: Vec<std::net::TcpListener>,
+    app: Router,
+    http: &platform::settings::HttpSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Serving> {
+    let local_addr = listeners
+        .first()
+        .context("no listening socket")?
+        .local_addr()?;
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let app = app.clone();
+        let http = http.clone();
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("gateway-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let serving = platform::server::serve(NAME, listener, app, &http, shutdown)?;
+                    serving.task.await.context("gateway worker")?
+                })
+            })?;
+        threads.push(thread);
+    }
+    let task = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for thread in threads {
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a gateway worker panicked")));
+            if let Err(e) = outcome {
+                result = Err(e);
+            }
+        }
+        result
+    });
+    let task = tokio::spawn(async move { task.await.context("gateway workers")? });
+    Ok(Serving { local_addr, task })
 }
 
 pub async fn run(

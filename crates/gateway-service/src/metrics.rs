@@ -2,11 +2,13 @@
 //! come from the settings and the registry (route ids, service names, instance ids), never
 //! from what a client sends, so the number of series stays bounded.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::SharedString;
+use metrics::{Counter, Histogram, SharedString};
 use platform::auth::TokenError;
 
 use crate::breaker::State;
@@ -72,23 +74,110 @@ fn route_label(route: Option<&Arc<str>>) -> SharedString {
     })
 }
 
+/// Handles of this thread's series, so that a request does not look its series up in the
+/// registry (building and hashing their keys) every time. Cleared if it ever grows large
+/// (instances come and go).
+#[derive(Default)]
+struct Handles {
+    routes: HashMap<Arc<str>, RouteSeries>,
+    unmatched: Option<RouteSeries>,
+    upstreams: HashMap<Arc<str>, UpstreamSeries>,
+}
+
+struct RouteSeries {
+    by_status: HashMap<u16, Counter>,
+    duration: Histogram,
+}
+
+struct UpstreamSeries {
+    service: Arc<str>,
+    by_outcome: HashMap<&'static str, Counter>,
+    duration: Histogram,
+}
+
+const MAX_HANDLES: usize = 10_000;
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+impl RouteSeries {
+    fn new(route: &SharedString) -> Self {
+        RouteSeries {
+            by_status: HashMap::new(),
+            duration: metrics::histogram!(DURATION, "route" => route.clone()),
+        }
+    }
+}
+
 pub fn request(route: Option<&Arc<str>>, status: StatusCode, took: Duration) {
-    let route = route_label(route);
-    metrics::counter!(REQUESTS, "route" => route.clone(), "status" => status_label(status))
-        .increment(1);
-    metrics::histogram!(DURATION, "route" => route).record(took.as_secs_f64());
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.routes.len() > MAX_HANDLES {
+            h.routes.clear();
+        }
+        let label = route_label(route);
+        let series = match route {
+            Some(r) => {
+                if !h.routes.contains_key(&**r) {
+                    h.routes.insert(r.clone(), RouteSeries::new(&label));
+                }
+                h.routes.get_mut(&**r)
+            }
+            None => Some(h.unmatched.get_or_insert_with(|| RouteSeries::new(&label))),
+        };
+        let Some(series) = series else { return };
+        series
+            .by_status
+            .entry(status.as_u16())
+            .or_insert_with(|| {
+                metrics::counter!(REQUESTS, "route" => label.clone(), "status" => status_label(status))
+            })
+            .increment(1);
+        series.duration.record(took.as_secs_f64());
+    });
 }
 
 pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, took: Duration) {
-    metrics::counter!(
-        UPSTREAM,
-        "service" => SharedString::from(service.clone()),
-        "instance" => SharedString::from(instance.clone()),
-        "outcome" => outcome
-    )
-    .increment(1);
-    metrics::histogram!(UPSTREAM_DURATION, "service" => SharedString::from(service.clone()))
-        .record(took.as_secs_f64());
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.upstreams.len() > MAX_HANDLES {
+            h.upstreams.clear();
+        }
+        let fresh = h
+            .upstreams
+            .get(&**instance)
+            .is_none_or(|u| u.service != *service);
+        if fresh {
+            h.upstreams.insert(
+                instance.clone(),
+                UpstreamSeries {
+                    service: service.clone(),
+                    by_outcome: HashMap::new(),
+                    duration: metrics::histogram!(
+                        UPSTREAM_DURATION,
+                        "service" => SharedString::from(service.clone())
+                    ),
+                },
+            );
+        }
+        let Some(series) = h.upstreams.get_mut(&**instance) else {
+            return;
+        };
+        series
+            .by_outcome
+            .entry(outcome)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    UPSTREAM,
+                    "service" => SharedString::from(service.clone()),
+                    "instance" => SharedString::from(instance.clone()),
+                    "outcome" => outcome
+                )
+            })
+            .increment(1);
+        series.duration.record(took.as_secs_f64());
+    });
 }
 
 pub fn retry(route: &Arc<str>) {

@@ -5,8 +5,10 @@
 //! and within budget. Bodies stream both ways; only small bodies of requests that may be
 //! retried are held, so they can be sent again.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,14 @@ pub type Reload = Arc<dyn Fn() -> Result<Settings, String> + Send + Sync>;
 
 type HttpClient = Client<HttpConnector, Body>;
 
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Upstream clients of this thread, by gateway, pool settings and connect timeout.
+    static CLIENTS: RefCell<HashMap<(usize, u64, Duration), HttpClient>> =
+        RefCell::new(HashMap::new());
+}
+
 /// A service's endpoints as of a registry generation.
 type ServiceEndpoints = (u64, Arc<[Endpoint]>);
 
@@ -54,7 +64,10 @@ pub struct Gateway {
     budget: RetryBudget,
     discovery: Discovery,
     trusted_proxies: Vec<IpAddr>,
-    clients: RwLock<HashMap<Duration, Arc<HttpClient>>>,
+    /// Tells this gateway's clients from another's in the workers' thread-local pools.
+    id: usize,
+    /// Bumped when the pool settings change: clients made before are not used again.
+    pool_generation: AtomicU64,
     endpoints: RwLock<HashMap<Arc<str>, ServiceEndpoints>>,
     last_registry_refresh: Mutex<Option<Instant>>,
     reload: Option<Reload>,
@@ -86,7 +99,8 @@ impl Gateway {
             budget,
             discovery,
             trusted_proxies,
-            clients: RwLock::new(HashMap::new()),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            pool_generation: AtomicU64::new(0),
             endpoints: RwLock::new(HashMap::new()),
             last_registry_refresh: Mutex::new(None),
             reload,
@@ -138,7 +152,7 @@ impl Gateway {
         if new.pool_max_idle_per_host != old.pool_max_idle_per_host
             || new.pool_idle_timeout_secs != old.pool_idle_timeout_secs
         {
-            write(&self.clients).clear();
+            self.pool_generation.fetch_add(1, Ordering::Relaxed);
         }
         let fixed_at_start = [
             ("listen", new.listen != old.listen),
@@ -176,26 +190,35 @@ impl Gateway {
         self.apply(reload()?)
     }
 
-    fn client(&self, connect_timeout: Duration) -> Arc<HttpClient> {
-        if let Some(c) = read(&self.clients).get(&connect_timeout) {
-            return c.clone();
-        }
-        let table = self.table.load();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Arc::new(
-            Client::builder(TokioExecutor::new())
+    /// This thread's client for `connect_timeout`. Each worker thread keeps upstream
+    /// connections of its own: a pooled connection is driven by a task on the thread that
+    /// opened it, so a pool shared between threads would make every request wake another.
+    fn client(&self, connect_timeout: Duration) -> HttpClient {
+        let key = (
+            self.id,
+            self.pool_generation.load(Ordering::Relaxed),
+            connect_timeout,
+        );
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some(c) = clients.get(&key) {
+                return c.clone();
+            }
+            // Clients of settings no longer in force go (their idle connections with them).
+            clients.retain(|(id, generation, _), _| *id != key.0 || *generation == key.1);
+            let table = self.table.load();
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(connect_timeout));
+            let client = Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(table.settings.pool_max_idle_per_host)
                 .pool_idle_timeout(Duration::from_secs(
                     table.settings.pool_idle_timeout_secs.max(1),
                 ))
-                .build(connector),
-        );
-        write(&self.clients)
-            .entry(connect_timeout)
-            .or_insert(client)
-            .clone()
+                .build(connector);
+            clients.insert(key, client.clone());
+            client
+        })
     }
 
     /// The UP instances of `service`, rebuilt only when the registry changed. When there

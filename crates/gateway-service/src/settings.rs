@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Where the gateway listens (seed port 8080).
     pub listen: SocketAddr,
+    /// Threads serving requests, each with a runtime and a listening socket of its own
+    /// (`SO_REUSEPORT`), as nginx's workers: no request crosses threads. 0: one per core.
+    pub workers: usize,
     /// Routes, tried by `order`, then as listed; the first whose predicates all match wins.
     pub routes: Vec<RouteDefinition>,
     /// Filters applied to every route before its own (Spring's `default-filters`).
@@ -54,6 +57,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            workers: 0,
             routes: default_routes(),
             default_filters: Vec::new(),
             jwks_url: "lb://user-service/.well-known/jwks.json".into(),
