@@ -80,6 +80,17 @@ impl IdentityHeaders {
         Ok(this)
     }
 
+    /// Whether a field of this name is an identity header.
+    pub fn matches(&self, name: &str) -> bool {
+        self.exact
+            .iter()
+            .any(|n| n.as_str().eq_ignore_ascii_case(name))
+            || self.prefixes.iter().any(|p| {
+                name.len() >= p.len()
+                    && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            })
+    }
+
     /// Removes every identity header from `headers`.
     pub fn strip(&self, headers: &mut HeaderMap) {
         let exact = |k: &HeaderName| self.exact.contains(k);
@@ -149,16 +160,19 @@ pub fn add_forwarded(
 
 /// The client's `X-Request-Id` when it is a sane token, or a new one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(&REQUEST_ID)
-        .filter(|v| {
-            let b = v.as_bytes();
+    request_id_from(headers.get(&REQUEST_ID).map(HeaderValue::as_bytes))
+}
+
+/// As `request_id`, from the field's raw value.
+pub fn request_id_from(given: Option<&[u8]>) -> HeaderValue {
+    given
+        .filter(|b| {
             !b.is_empty()
                 && b.len() <= 128
                 && b.iter()
                     .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=".contains(c))
         })
-        .cloned()
+        .and_then(|b| HeaderValue::from_bytes(b).ok())
         .unwrap_or_else(|| {
             // A UUIDv7 as other services make them, its random bits from a fast per-thread
             // generator rather than a system call per request.
@@ -176,10 +190,14 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// The `traceparent` to send upstream: the client's trace continued with a new span id
 /// (the gateway is a hop of its own), or a new trace when it sent none or a broken one.
 pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
+    traceparent_from(headers.get(&TRACEPARENT).map(HeaderValue::as_bytes))
+}
+
+/// As `traceparent`, from the field's raw value.
+pub fn traceparent_from(given: Option<&[u8]>) -> HeaderValue {
     let span = fastrand::u64(1..);
-    let incoming = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
+    let incoming = given
+        .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|tp| valid_traceparent(tp));
     let text = match incoming {
         Some(tp) => format!("00-{}-{span:016x}-{}", &tp[3..35], &tp[53..55]),
@@ -204,6 +222,11 @@ fn valid_traceparent(tp: &str) -> bool {
         && hex(53..55)
         && b[3..35].iter().any(|&c| c != b'0')
         && b[36..52].iter().any(|&c| c != b'0')
+}
+
+/// A value that can go into a header field as it is (visible ASCII and spaces).
+pub fn safe_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
 }
 
 /// Does this raw path try to step out of where it appears to be? Dot segments and encoded

@@ -1,12 +1,10 @@
-//! The gateway's own routes (health, metrics, the actuator endpoints for administrators)
-//! and, for every other path, the proxy.
+//! The gateway's own routes: health, metrics, and the actuator endpoints for
+//! administrators. The engine hands them these paths; it routes every other one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,37 +12,19 @@ use platform::Problem;
 use platform::server::Check;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::CorsLayer;
 
 use crate::proxy::Gateway;
 
-pub fn routes(
-    gateway: Arc<Gateway>,
-    checks: Vec<(&'static str, Check)>,
-    cors: Option<CorsLayer>,
-) -> Router {
-    let proxy = gateway.clone();
-    let router = Router::new()
+/// The gateway's own routes; every other path is the engine's to route.
+pub fn routes(gateway: Arc<Gateway>, checks: Vec<(&'static str, Check)>) -> Router {
+    Router::new()
         .route("/actuator/gateway/routes", get(list_routes))
         .route("/actuator/gateway/refresh", post(refresh))
         .with_state(gateway)
         .merge(platform::server::health_routes(checks))
-        .fallback(move |req: Request<Body>| {
-            let gateway = proxy.clone();
-            async move {
-                let peer = req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-                gateway.handle(peer, req).await
-            }
-        })
+        .fallback(|| async { Problem::not_found("no resource lives at this path") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        .layer(CatchPanicLayer::custom(platform::server::panic_to_problem));
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        .layer(CatchPanicLayer::custom(platform::server::panic_to_problem))
 }
 
 /// Only administrators see and steer the gateway's insides.

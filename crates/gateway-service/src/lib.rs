@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod breaker;
 pub mod budget;
 pub mod cors;
+pub mod engine;
 pub mod headers;
 pub mod http;
 pub mod metrics;
@@ -60,10 +61,8 @@ pub async fn build(
     Ok(Arc::new(gateway))
 }
 
-/// The whole HTTP app of the gateway.
-pub fn router(gateway: Arc<Gateway>, common: &Common) -> anyhow::Result<Router> {
-    let cors = cors::layer(&gateway.table().settings.cors)
-        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+/// The gateway's own routes (health, readiness, metrics, actuator).
+pub fn router(gateway: Arc<Gateway>, common: &Common) -> Router {
     let discovery = common.discovery.clone();
     let registry: Check = Arc::new(move || {
         let loaded = discovery.loaded();
@@ -80,11 +79,10 @@ pub fn router(gateway: Arc<Gateway>, common: &Common) -> anyhow::Result<Router> 
         let limiter = limiter_gateway.limiter();
         Box::pin(async move { limiter.ready().await })
     });
-    Ok(http::routes(
+    http::routes(
         gateway,
         vec![("registry", registry), ("rate_limiter", limiter)],
-        cors,
-    ))
+    )
 }
 
 /// Builds the gateway and serves it on `settings.listen` until `shutdown`; re-reads its
@@ -100,11 +98,14 @@ pub async fn start(
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
+    let cors =
+        cors::Cors::new(&settings.cors).map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     let gateway = build(settings, common, reload).await?;
-    let app = router(gateway.clone(), common)?;
+    let own = router(gateway.clone(), common);
     let listeners = bind_workers(listen, workers)?;
-    tokio::spawn(maintain(gateway, shutdown.clone()));
-    serve_on_workers(listeners, app, &common.http, shutdown)
+    tokio::spawn(maintain(gateway.clone(), shutdown.clone()));
+    let grace = Duration::from_secs(common.http.shutdown_grace_secs);
+    serve_on_workers(listeners, gateway, own, cors, grace, shutdown)
 }
 
 /// `n` sockets listening on one address (`SO_REUSEPORT`: the kernel spreads connections
@@ -135,34 +136,41 @@ fn bind_workers(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpL
     Ok(listeners)
 }
 
-/// Serves `app` on each listener from a thread with a single-threaded runtime of its own,
-/// so a request, its upstream connection and its answer never wait on another thread's
-/// wake-up. The returned task ends when every worker has stopped.
+/// Serves on each listener from a thread with a single-threaded runtime of its own, so a
+/// request, its upstream connection and its answer never wait on another thread's wake-up
+/// (nginx's workers). The returned task ends when every worker has stopped.
 fn serve_on_workers(
     listeners: Vec<std::net::TcpListener>,
-    app: Router,
-    http: &platform::settings::HttpSettings,
+    gateway: Arc<Gateway>,
+    own: Router,
+    cors: Option<cors::Cors>,
+    grace: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Serving> {
     let local_addr = listeners
         .first()
         .context("no listening socket")?
         .local_addr()?;
+    tracing::info!(service = NAME, %local_addr, workers = listeners.len(), "listening");
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let app = app.clone();
-        let http = http.clone();
-        let shutdown = shutdown.clone();
+        let engine = engine::Engine {
+            gateway: gateway.clone(),
+            own: own.clone(),
+            cors: cors.clone(),
+            shutdown: shutdown.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))
             .spawn(move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                runtime.block_on(async move {
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let serving = platform::server::serve(NAME, listener, app, &http, shutdown)?;
-                    serving.task.await.context("gateway worker")?
+                    engine::serve(std::rc::Rc::new(engine), listener, grace).await;
+                    anyhow::Ok(())
                 })
             })?;
         threads.push(thread);
@@ -177,20 +185,11 @@ fn serve_on_workers(
                 result = Err(e);
             }
         }
+        tracing::info!(service = NAME, "stopped");
         result
     });
     let task = tokio::spawn(async move { task.await.context("gateway workers")? });
     Ok(Serving { local_addr, task })
-}
-
-pub async fn run(
-    settings: Settings,
-    common: &Common,
-    shutdown: CancellationToken,
-    reload: Option<Reload>,
-) -> anyhow::Result<()> {
-    let serving = start(settings, common, shutdown, reload).await?;
-    serving.task.await.context("gateway-service task")?
 }
 
 /// Upkeep every few seconds (gauges, forgotten tokens and instances, the rate limiter's

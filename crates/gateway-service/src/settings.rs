@@ -47,7 +47,17 @@ pub struct Settings {
     pub access_log: bool,
     /// How often the settings file is checked for changes (0: only on SIGHUP).
     pub reload_interval_secs: u64,
-    /// Idle upstream connections kept per instance.
+    /// A kept-alive client connection with no request for this long is closed.
+    pub client_idle_timeout_secs: u64,
+    /// A request head must arrive whole within this (slow-header clients are cut off).
+    pub client_header_timeout_secs: u64,
+    /// A request body may pause this long between reads.
+    pub client_body_timeout_secs: u64,
+    /// A client not reading its answer for this long is cut off.
+    pub client_send_timeout_secs: u64,
+    /// Largest request head (request line and header fields), in bytes (431 beyond).
+    pub max_head_bytes: usize,
+    /// Idle upstream connections kept per instance (per worker).
     pub pool_max_idle_per_host: usize,
     /// An idle upstream connection is closed after this long.
     pub pool_idle_timeout_secs: u64,
@@ -81,9 +91,20 @@ impl Default for Settings {
             body_limit: 64 * 1024 * 1024,
             access_log: true,
             reload_interval_secs: 5,
+            client_idle_timeout_secs: 75,
+            client_header_timeout_secs: 10,
+            client_body_timeout_secs: 60,
+            client_send_timeout_secs: 60,
+            max_head_bytes: 64 * 1024,
             pool_max_idle_per_host: 256,
             pool_idle_timeout_secs: 60,
         }
+    }
+}
+
+impl Settings {
+    pub fn client_send_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.client_send_timeout_secs.max(1))
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Routes {
     routes: Vec<Route>,
     /// Some route has After/Before/Between: `find` reads the clock.
     uses_clock: bool,
+    /// Some route has Header or Cookie predicates: `find` needs the request's fields.
+    uses_headers: bool,
 }
 
 /// What a request looks like to predicates. `path` is the raw request path as received
@@ -171,7 +173,14 @@ impl Routes {
         let uses_clock = routes
             .iter()
             .any(|r| r.predicates.iter().any(Predicate::uses_clock));
-        Ok(Routes { routes, uses_clock })
+        let uses_headers = routes
+            .iter()
+            .any(|r| r.predicates.iter().any(Predicate::uses_headers));
+        Ok(Routes {
+            routes,
+            uses_clock,
+            uses_headers,
+        })
     }
 
     /// The first route whose predicates all match (a route with no predicates matches
@@ -204,6 +213,11 @@ impl Routes {
     /// A Retry with methods reads `Retry=3, methods=GET,PUT`.
     pub fn describe(&self) -> serde_json::Value {
         serde_json::Value::Array(self.routes.iter().map(Route::describe).collect())
+    }
+
+    /// Whether `find` looks at `Request::headers` (otherwise an empty map will do).
+    pub fn uses_headers(&self) -> bool {
+        self.uses_headers
     }
 
     pub fn len(&self) -> usize {
@@ -473,6 +487,16 @@ impl Matched<'_> {
     }
 
     /// Applies Add/Set/RemoveRequestHeader filters, in filter order.
+    /// Whether the route has Add/Set/RemoveRequestHeader filters.
+    pub fn edits_request_headers(&self) -> bool {
+        !self.route.request_headers.is_empty()
+    }
+
+    /// Whether the route has Add/Set/RemoveResponseHeader filters.
+    pub fn edits_response_headers(&self) -> bool {
+        !self.route.response_headers.is_empty()
+    }
+
     pub fn edit_request_headers(&self, headers: &mut HeaderMap) {
         for op in &self.route.request_headers {
             op.apply(headers, &self.vars);

@@ -287,6 +287,11 @@ impl Predicate {
         }
     }
 
+    /// Header and Cookie read the request's header fields.
+    pub fn uses_headers(&self) -> bool {
+        matches!(self.kind, Kind::Header { .. } | Kind::Cookie { .. })
+    }
+
     pub fn uses_clock(&self) -> bool {
         matches!(
             self.kind,

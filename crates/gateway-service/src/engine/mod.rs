@@ -1,0 +1,278 @@
+//! The gateway's HTTP/1.1 engine: client connections served straight off the socket, each
+//! request relayed to an upstream connection the same task owns, so a proxied request costs
+//! two reads and two writes and nothing else that waits (no channels, no other tasks, no
+//! other threads). Heads are parsed with `httparse` and checked strictly (`codec`); bodies
+//! are relayed unchanged as their framing says (`wire`). The gateway's own routes (health,
+//! metrics, actuator) are answered by its axum router.
+
+pub mod codec;
+mod exchange;
+mod pool;
+mod wire;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use bytes::BytesMut;
+use http::{HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use platform::Problem;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::cors::Cors;
+use crate::proxy::Gateway;
+use codec::RequestError;
+
+/// What every connection of a worker shares.
+pub struct Engine {
+    pub gateway: Arc<Gateway>,
+    /// The gateway's own routes.
+    pub own: Router,
+    pub cors: Option<Cors>,
+    pub shutdown: CancellationToken,
+}
+
+/// Paths the gateway answers itself rather than routing.
+pub(crate) fn is_own_path(path: &str) -> bool {
+    matches!(path, "/health" | "/health/ready" | "/metrics")
+        || path.starts_with("/actuator/gateway/")
+}
+
+/// Accepts and serves connections on `listener` until `shutdown`, then gives connections
+/// in flight `grace` to finish. Runs on a single-threaded runtime (connections are local tasks).
+pub async fn serve(engine: Rc<Engine>, listener: TcpListener, grace: Duration) {
+    let active = Rc::new(Cell::new(0usize));
+    let idle = Rc::new(tokio::sync::Notify::new());
+    let upkeep = tokio::task::spawn_local(pool_upkeep(engine.clone()));
+    loop {
+        let accepted = tokio::select! {
+            () = engine.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        let active = active.clone();
+        let idle = idle.clone();
+        active.set(active.get() + 1);
+        tokio::task::spawn_local(async move {
+            connection(&engine, stream, peer).await;
+            active.set(active.get() - 1);
+            if active.get() == 0 {
+                idle.notify_one();
+            }
+        });
+    }
+    drop(listener);
+    if active.get() > 0 {
+        let wait = async {
+            while active.get() > 0 {
+                idle.notified().await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                service = crate::NAME,
+                connections = active.get(),
+                "connections still open after the shutdown grace period; closing them"
+            );
+        }
+    }
+    upkeep.abort();
+}
+
+/// Closes this worker's idle upstream connections that are too old or lead nowhere now.
+async fn pool_upkeep(engine: Rc<Engine>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        let table = engine.gateway.table();
+        let idle = Duration::from_secs(table.settings.pool_idle_timeout_secs.max(1));
+        let known = engine.gateway.endpoint_ids();
+        pool::purge(idle, &|id| known.contains(id));
+    }
+}
+
+/// One client connection: requests one after another until either side ends it.
+async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(4 * 1024);
+    loop {
+        let settings = &engine.gateway.table().settings;
+        let idle = Duration::from_secs(settings.client_idle_timeout_secs.max(1));
+        let header_time = Duration::from_secs(settings.client_header_timeout_secs.max(1));
+        let max_head = settings.max_head_bytes;
+        // Wait for a request (idle keep-alive), then for its whole head.
+        let request = loop {
+            match codec::parse_request(&mut buf, max_head) {
+                Ok(Some(request)) => break request,
+                Ok(None) => {}
+                Err(e) => {
+                    refuse_malformed(engine, &mut stream, &mut out, e).await;
+                    return;
+                }
+            }
+            let wait = if buf.is_empty() { idle } else { header_time };
+            let read = tokio::select! {
+                // Between requests, a shutdown closes the connection at once.
+                () = engine.shutdown.cancelled(), if buf.is_empty() => return,
+                read = wire::read_more(&mut stream, &mut buf, Some(wait)) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let keep = exchange::exchange(engine, &mut stream, &mut buf, &mut out, peer, request).await;
+        if !keep || engine.shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Answers a request whose head could not be read, and closes.
+async fn refuse_malformed(
+    engine: &Engine,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    e: RequestError,
+) {
+    let problem = match e {
+        RequestError::HeadTooLarge | RequestError::TooManyHeaders => Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "The request's header fields are too large",
+        )
+        .detail(e.to_string()),
+        RequestError::Invalid(why) => Problem::malformed(why),
+        RequestError::NotImplemented(why) => Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-implemented",
+            "Not implemented",
+        )
+        .detail(why),
+        RequestError::Version => Problem::new(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "http-version-not-supported",
+            "HTTP version not supported",
+        )
+        .detail(e.to_string()),
+    };
+    let status = problem.status();
+    let id = crate::headers::request_id(&http::HeaderMap::new());
+    out.clear();
+    write_problem(out, problem, &id, false, None, None).await;
+    let write = engine.gateway.table().settings.client_send_timeout();
+    let _ = wire::write_all(stream, out, write).await;
+    crate::metrics::request(None, status, Duration::ZERO);
+}
+
+/// Serialises `problem` as a whole answer into `out`: status line, its headers, the request
+/// id, CORS lines, `extra` header lines, and the body.
+pub(crate) async fn write_problem(
+    out: &mut Vec<u8>,
+    problem: Problem,
+    request_id: &HeaderValue,
+    keep_alive: bool,
+    cors: Option<&[u8]>,
+    extra: Option<&[u8]>,
+) -> StatusCode {
+    use axum::response::IntoResponse;
+    let response = problem.into_response();
+    write_response(out, response, request_id, keep_alive, cors, extra).await
+}
+
+/// Serialises a complete axum response (the gateway's own routes and problems).
+pub(crate) async fn write_response(
+    out: &mut Vec<u8>,
+    response: axum::response::Response,
+    request_id: &HeaderValue,
+    keep_alive: bool,
+    cors: Option<&[u8]>,
+    extra: Option<&[u8]>,
+) -> StatusCode {
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => bytes::Bytes::new(),
+    };
+    let status = parts.status;
+    status_line(
+        out,
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+    );
+    for (name, value) in &parts.headers {
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "x-request-id"
+        ) {
+            continue;
+        }
+        wire::header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    wire::header(out, b"x-request-id", request_id.as_bytes());
+    if let Some(lines) = cors {
+        out.extend_from_slice(lines);
+    }
+    if let Some(lines) = extra {
+        out.extend_from_slice(lines);
+    }
+    if !keep_alive {
+        wire::header(out, b"connection", b"close");
+    }
+    let mut len = itoa::Buffer::new();
+    wire::header(out, b"content-length", len.format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    status
+}
+
+pub(crate) fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    let mut code = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(code.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Calls the gateway's own router with a request built from the head (its body, if any,
+/// already read: these routes take none worth streaming).
+pub(crate) async fn own_route(
+    engine: &Engine,
+    request: &codec::Request,
+    body: bytes::Bytes,
+    peer: SocketAddr,
+) -> axum::response::Response {
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(request.target());
+    for (name, value) in request.headers() {
+        builder = builder.header(name, value);
+    }
+    let Ok(mut req) = builder.body(axum::body::Body::from(body)) else {
+        use axum::response::IntoResponse;
+        return Problem::malformed("the request could not be read").into_response();
+    };
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    match engine.own.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
