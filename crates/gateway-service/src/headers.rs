@@ -195,17 +195,26 @@ pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
 
 /// As `traceparent`, from the field's raw value.
 pub fn traceparent_from(given: Option<&[u8]>) -> HeaderValue {
-    let span = fastrand::u64(1..);
-    let incoming = given
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .filter(|tp| valid_traceparent(tp));
-    let text = match incoming {
-        Some(tp) => format!("00-{}-{span:016x}-{}", &tp[3..35], &tp[53..55]),
-        None => format!("00-{:032x}-{span:016x}-01", fastrand::u128(1..)),
-    };
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match given.filter(|v| std::str::from_utf8(v).is_ok_and(valid_traceparent)) {
+        Some(tp) => {
+            text[3..35].copy_from_slice(&tp[3..35]);
+            text[53..55].copy_from_slice(&tp[53..55]);
+        }
+        None => hex(fastrand::u128(1..), &mut text[3..35]),
+    }
+    hex(u128::from(fastrand::u64(1..)), &mut text[36..52]);
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
         "00-00000000000000000000000000000001-0000000000000001-00",
     ))
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out` (lower case).
+fn hex(mut value: u128, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 /// W3C Trace Context version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,

@@ -222,9 +222,14 @@ impl Gateway {
         self.trusted_proxies.contains(&ip)
     }
 
-    /// The client's address behind a trusted proxy `peer`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-        platform::server::client_ip(peer, headers, &self.trusted_proxies)
+    /// The client's address behind a trusted proxy `peer`, from the raw `X-Forwarded-For`
+    /// values.
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    ) -> IpAddr {
+        platform::server::client_ip_from(peer, forwarded_for, &self.trusted_proxies)
     }
 
     pub fn budget(&self) -> &RetryBudget {

@@ -238,12 +238,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// The client's address as `ClientIp` finds it, for code that holds the headers itself.
 pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    client_ip_from(
+        peer,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(axum::http::HeaderValue::as_bytes),
+        trusted,
+    )
+}
+
+/// As `client_ip`, from the raw values of the `X-Forwarded-For` fields in order.
+pub fn client_ip_from<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[IpAddr],
+) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
     let mut client = peer;
-    for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(text) = value.to_str() else {
+    for value in forwarded_for.rev() {
+        let Ok(text) = std::str::from_utf8(value) else {
             return client;
         };
         for hop in text.rsplit(',') {

@@ -88,7 +88,7 @@ fn bytes_of(head: &Bytes, (a, b): (u32, u32)) -> &[u8] {
 fn find<'h>(head: &'h Bytes, fields: &[Field], name: &str) -> Option<&'h [u8]> {
     fields
         .iter()
-        .find(|f| text(head, f.name).eq_ignore_ascii_case(name))
+        .find(|f| bytes_of(head, f.name).eq_ignore_ascii_case(name.as_bytes()))
         .map(|f| bytes_of(head, f.value))
 }
 

@@ -18,7 +18,7 @@ use super::{Engine, own_route, status_line, write_problem, write_response};
 use crate::balancer::Outcome;
 use crate::headers;
 use crate::metrics as m;
-use crate::ratelimit::{self, Decision};
+use crate::ratelimit::Decision;
 use crate::routes::{self, Matched};
 use crate::table::Table;
 
@@ -399,14 +399,19 @@ async fn proxy(
     let peer_ip = peer.ip();
     let peer_trusted = gateway.trusted_proxy(peer_ip);
     let field_map;
-    let fields: &HeaderMap = if table.routes.uses_headers() || peer_trusted {
+    let fields: &HeaderMap = if table.routes.uses_headers() {
         field_map = header_map(request);
         &field_map
     } else {
         empty_headers()
     };
     let client_ip = if peer_trusted {
-        gateway.client_ip(peer_ip, fields)
+        let hops: Vec<&[u8]> = request
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v)
+            .collect();
+        gateway.client_ip(peer_ip, hops.into_iter())
     } else {
         peer_ip
     };
@@ -1017,13 +1022,34 @@ fn client_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The rate-limit fields as header lines.
+/// The rate-limit fields as header lines (Spring Cloud Gateway's names).
 fn limit_header_lines(spec: &crate::settings::LimitSpec, decision: &Decision, out: &mut Vec<u8>) {
-    let mut map = HeaderMap::new();
-    ratelimit::write_headers(spec, decision, &mut map);
-    for (name, value) in &map {
-        wire::header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    let remaining = match decision {
+        Decision::Allowed { remaining } => *remaining,
+        Decision::Limited { .. } => 0,
+        Decision::Unavailable => -1,
+    };
+    let mut n = itoa::Buffer::new();
+    wire::header(
+        out,
+        b"x-ratelimit-remaining",
+        n.format(remaining).as_bytes(),
+    );
+    wire::header(
+        out,
+        b"x-ratelimit-replenish-rate",
+        n.format(spec.replenish_rate).as_bytes(),
+    );
+    wire::header(
+        out,
+        b"x-ratelimit-burst-capacity",
+        n.format(spec.burst_capacity).as_bytes(),
+    );
+    wire::header(
+        out,
+        b"x-ratelimit-requested-tokens",
+        n.format(spec.requested_tokens).as_bytes(),
+    );
 }
 
 /// The request's fields as a map (for predicates reading them and trusted proxies' hops).
@@ -1047,6 +1073,20 @@ fn empty_headers() -> &'static HeaderMap {
 
 /// An address as text without allocating.
 fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    if let std::net::IpAddr::V4(v4) = ip {
+        let mut n = 0;
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in v4.octets().iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            let d = digits.format(*octet).as_bytes();
+            buf[n..n + d.len()].copy_from_slice(d);
+            n += d.len();
+        }
+        return &buf[..n];
+    }
     use std::io::Write;
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cursor, "{ip}");
