@@ -346,11 +346,42 @@ fn echo_routes(echo: &Echo) -> String {
     )
 }
 
+/// An upstream that frames its answers both ways at once (Content-Length and chunked),
+/// chunked even to HTTP/1.0 requests: what a broken server or a smuggling attempt sends.
+async fn double_framed_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A GET with the path exactly as given; the whole answer as text.
 async fn raw_get(addr: &str, path: &str) -> String {
+    raw_request(addr, path, "HTTP/1.1").await
+}
+
+/// As `raw_get`, in the given protocol version.
+async fn raw_request(addr: &str, path: &str, version: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} {version}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
@@ -1139,12 +1170,13 @@ async fn bodies_stream_timeouts_and_limits_answer_problems() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
+    let double = double_framed_upstream().await;
     tokio::task::block_in_place(|| {
         stack.add_gateway(
             &format!(
                 "  body_limit: 2000000\n  circuit_breaker: {{ minimum_calls: 4, window: 10, open_ms: 60000 }}\n  cors:\n    allowed_origins: [\"https://app.example.com\", \"https://*.example.org\"]\n{}",
                 routes_yaml(&format!(
-                    "{}{}    - id: dead\n      uri: http://{dead_addr}\n      predicates: [\"Path=/dead/**\"]\n      public: true\n    - id: small\n      uri: http://{}\n      predicates: [\"Path=/small/**\"]\n      filters: [\"StripPrefix=1\", \"RequestSize=1KB\"]\n      public: true\n",
+                    "{}{}    - id: dead\n      uri: http://{dead_addr}\n      predicates: [\"Path=/dead/**\"]\n      public: true\n    - id: small\n      uri: http://{}\n      predicates: [\"Path=/small/**\"]\n      filters: [\"StripPrefix=1\", \"RequestSize=1KB\"]\n      public: true\n    - id: double\n      uri: http://{double}\n      predicates: [\"Path=/double/**\"]\n      public: true\n",
                     business_route(""),
                     echo_routes(&echo),
                     echo.addr
@@ -1248,6 +1280,26 @@ async fn bodies_stream_timeouts_and_limits_answer_problems() {
         body["detail"].as_str().unwrap().contains("held back"),
         "{body}"
     );
+
+    // An answer framed both ways reaches the client framed only by its chunks (a client
+    // trusting the length would take the rest for the next answer); an HTTP/1.0 client,
+    // who cannot read chunks, gets a 502 instead.
+    let answer = raw_get(&stack.gateways[0].addr, "/double/x").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{answer}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{answer}"
+    );
+    assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n");
+    let answer = raw_request(&stack.gateways[0].addr, "/double/x", "HTTP/1.0").await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
 
     // CORS from the settings: preflights answered for listed origins only.
     let preflight = |origin: &'static str| {

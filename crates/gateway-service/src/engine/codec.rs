@@ -259,6 +259,12 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Reque
     let version = version(req.version).ok_or(RequestError::Version)?;
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| RequestError::Invalid("the method is not a token"))?;
+    // A 2xx answer to CONNECT turns the upstream connection into a tunnel.
+    if method == Method::CONNECT {
+        return Err(RequestError::NotImplemented(
+            "the CONNECT method is not served",
+        ));
+    }
     let target = req.path.unwrap_or("");
     if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == b'#' || b == 0x7f) {
         return Err(RequestError::Invalid(
@@ -318,7 +324,8 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Reque
         version,
         framing,
         keep_alive,
-        expect_continue: f.expect_continue,
+        // HTTP/1.0 clients get no 1xx answers (RFC 9110 §10.1.1, §15.2).
+        expect_continue: f.expect_continue && version == Version::Http11,
         upgrade: f.upgrade,
         head,
         target: target_range,
@@ -346,6 +353,9 @@ pub fn parse_response(
         }
         Err(_) => return Err(ResponseError::Invalid("the answer head is malformed")),
     };
+    if len > max_head {
+        return Err(ResponseError::HeadTooLarge);
+    }
     let version = version(resp.version).ok_or(ResponseError::Invalid("not HTTP/1.x"))?;
     let status = resp.code.unwrap_or(0);
     if !(100..=599).contains(&status) {
@@ -363,7 +373,8 @@ pub fn parse_response(
     {
         Framing::Empty
     } else if f.transfer_encoding {
-        if f.content_length.is_some() {
+        // RFC 9112 §6.1, §6.3 (3): the connection ends after such an answer.
+        if f.content_length.is_some() || version == Version::Http10 {
             keep_alive = false;
         }
         if f.chunked_last && !f.chunked_not_last {
@@ -382,11 +393,10 @@ pub fn parse_response(
         keep_alive = false;
     }
     let base = &buf[..];
-    let reason = range(base, resp.reason.unwrap_or("").as_bytes());
-    let reason = if resp.reason.is_some_and(|r| !r.is_empty()) {
-        reason
-    } else {
-        (0, 0)
+    // An empty reason may not point into `buf` (httparse hands out a literal `""`).
+    let reason = match resp.reason {
+        Some(r) if !r.is_empty() => range(base, r.as_bytes()),
+        _ => (0, 0),
     };
     let fields = fields(base, resp.headers);
     let head = buf.split_to(len).freeze();
@@ -577,3 +587,7 @@ impl ChunkedScanner {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

@@ -722,6 +722,12 @@ async fn proxy(
             .balancer()
             .record(endpoint, Outcome::Success, gateway.now_ms());
         m::upstream(&service, &endpoint.id, "response", sent.elapsed());
+        // The upstream was asked in HTTP/1.0 and chunked anyway: the client could not read it.
+        if response.framing == Framing::Chunked && request.version == Version::Http10 {
+            break Problem::bad_gateway(format!(
+                "{service} answered an HTTP/1.0 request with a chunked body"
+            ));
+        }
         let failed = table
             .settings
             .circuit_breaker
@@ -984,11 +990,17 @@ fn client_head(
 ) {
     status_line(out, response.status, response.reason());
     let listed = connection_tokens(response.header("connection"));
+    // With both, Transfer-Encoding frames the answer; the length must not reach the client
+    // (RFC 9112 §6.3 (3)).
+    let skip = |name: &str| {
+        listed_in(name, NOT_RETURNED)
+            || listed.iter().any(|t| t.eq_ignore_ascii_case(name))
+            || (response.framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
+    };
     if matched.edits_response_headers() {
         let mut map = HeaderMap::new();
         for (name, value) in response.headers() {
-            if listed_in(name, NOT_RETURNED) || listed.iter().any(|t| t.eq_ignore_ascii_case(name))
-            {
+            if skip(name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) = (
@@ -1004,8 +1016,7 @@ fn client_head(
         }
     } else {
         for (name, value) in response.headers() {
-            if listed_in(name, NOT_RETURNED) || listed.iter().any(|t| t.eq_ignore_ascii_case(name))
-            {
+            if skip(name) {
                 continue;
             }
             wire::header(out, name.as_bytes(), value);
