@@ -158,7 +158,9 @@ fn serve_on_workers(
             gateway: gateway.clone(),
             own: own.clone(),
             cors: cors.clone(),
-            shutdown: shutdown.clone(),
+            // A token of the worker's own: its connections wait on it between requests,
+            // and waiters of one token share a lock.
+            shutdown: shutdown.child_token(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))

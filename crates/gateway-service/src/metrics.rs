@@ -3,7 +3,6 @@
 //! from what a client sends, so the number of series stays bounded.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -77,22 +76,42 @@ fn route_label(route: Option<&Arc<str>>) -> SharedString {
 /// Handles of this thread's series, so that a request does not look its series up in the
 /// registry (building and hashing their keys) every time. Cleared if it ever grows large
 /// (instances come and go).
+/// Keys are short and come from the settings and the registry: a fast hash will do.
+type Map<K, V> = foldhash::HashMap<K, V>;
+
 #[derive(Default)]
 struct Handles {
-    routes: HashMap<Arc<str>, RouteSeries>,
+    routes: Map<Arc<str>, RouteSeries>,
     unmatched: Option<RouteSeries>,
-    upstreams: HashMap<Arc<str>, UpstreamSeries>,
+    upstreams: Map<Arc<str>, UpstreamSeries>,
 }
 
 struct RouteSeries {
-    by_status: HashMap<u16, Counter>,
+    /// Few statuses per route: a list beats a map.
+    by_status: Vec<(u16, Counter)>,
     duration: Histogram,
 }
 
 struct UpstreamSeries {
     service: Arc<str>,
-    by_outcome: HashMap<&'static str, Counter>,
+    by_outcome: Vec<(&'static str, Counter)>,
     duration: Histogram,
+}
+
+/// The counter for `key` in a short list, made by `make` the first time.
+fn counter_in<K: PartialEq + Copy>(
+    list: &mut Vec<(K, Counter)>,
+    key: K,
+    make: impl FnOnce() -> Counter,
+) -> &Counter {
+    let at = match list.iter().position(|(k, _)| *k == key) {
+        Some(at) => at,
+        None => {
+            list.push((key, make()));
+            list.len() - 1
+        }
+    };
+    &list[at].1
 }
 
 const MAX_HANDLES: usize = 10_000;
@@ -104,7 +123,7 @@ thread_local! {
 impl RouteSeries {
     fn new(route: &SharedString) -> Self {
         RouteSeries {
-            by_status: HashMap::new(),
+            by_status: Vec::new(),
             duration: metrics::histogram!(DURATION, "route" => route.clone()),
         }
     }
@@ -116,24 +135,25 @@ pub fn request(route: Option<&Arc<str>>, status: StatusCode, took: Duration) {
         if h.routes.len() > MAX_HANDLES {
             h.routes.clear();
         }
-        let label = route_label(route);
+        let label = || route_label(route);
         let series = match route {
             Some(r) => {
+                // Looked up before inserting: cloning the shared `Arc` on every request
+                // would bounce its count between the worker threads.
                 if !h.routes.contains_key(&**r) {
-                    h.routes.insert(r.clone(), RouteSeries::new(&label));
+                    h.routes.insert(r.clone(), RouteSeries::new(&label()));
                 }
-                h.routes.get_mut(&**r)
+                match h.routes.get_mut(&**r) {
+                    Some(series) => series,
+                    None => return,
+                }
             }
-            None => Some(h.unmatched.get_or_insert_with(|| RouteSeries::new(&label))),
+            None => h.unmatched.get_or_insert_with(|| RouteSeries::new(&label())),
         };
-        let Some(series) = series else { return };
-        series
-            .by_status
-            .entry(status.as_u16())
-            .or_insert_with(|| {
-                metrics::counter!(REQUESTS, "route" => label.clone(), "status" => status_label(status))
-            })
-            .increment(1);
+        counter_in(&mut series.by_status, status.as_u16(), || {
+            metrics::counter!(REQUESTS, "route" => label(), "status" => status_label(status))
+        })
+        .increment(1);
         series.duration.record(took.as_secs_f64());
     });
 }
@@ -144,38 +164,34 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
         if h.upstreams.len() > MAX_HANDLES {
             h.upstreams.clear();
         }
-        let fresh = h
+        let fresh = || UpstreamSeries {
+            service: service.clone(),
+            by_outcome: Vec::new(),
+            duration: metrics::histogram!(
+                UPSTREAM_DURATION,
+                "service" => SharedString::from(service.clone())
+            ),
+        };
+        // A new instance, or the same id under another service: a new registration.
+        if h
             .upstreams
             .get(&**instance)
-            .is_none_or(|u| u.service != *service);
-        if fresh {
-            h.upstreams.insert(
-                instance.clone(),
-                UpstreamSeries {
-                    service: service.clone(),
-                    by_outcome: HashMap::new(),
-                    duration: metrics::histogram!(
-                        UPSTREAM_DURATION,
-                        "service" => SharedString::from(service.clone())
-                    ),
-                },
-            );
+            .is_none_or(|u| u.service != *service)
+        {
+            h.upstreams.insert(instance.clone(), fresh());
         }
         let Some(series) = h.upstreams.get_mut(&**instance) else {
             return;
         };
-        series
-            .by_outcome
-            .entry(outcome)
-            .or_insert_with(|| {
-                metrics::counter!(
-                    UPSTREAM,
-                    "service" => SharedString::from(service.clone()),
-                    "instance" => SharedString::from(instance.clone()),
-                    "outcome" => outcome
-                )
-            })
-            .increment(1);
+        counter_in(&mut series.by_outcome, outcome, || {
+            metrics::counter!(
+                UPSTREAM,
+                "service" => SharedString::from(service.clone()),
+                "instance" => SharedString::from(instance.clone()),
+                "outcome" => outcome
+            )
+        })
+        .increment(1);
         series.duration.record(took.as_secs_f64());
     });
 }

@@ -443,7 +443,7 @@ async fn proxy(
         )
     };
 
-    let mut limit_lines = Vec::new();
+    let mut limit_lines = Vec::with_capacity(160);
     if let Some(spec) = table.limit(route) {
         let decision = gateway
             .take_token(&route.id, spec, claims.as_deref(), client_ip)
@@ -499,7 +499,11 @@ async fn proxy(
     let body_idle = Some(Duration::from_secs(
         table.settings.client_body_timeout_secs.max(1),
     ));
-    let head = upstream_head(
+    // The upstream's head is built in `out` (which the client's answer reuses later); each
+    // attempt cuts it back to `head_len` and adds its own end.
+    out.clear();
+    upstream_head(
+        out,
         table,
         request,
         &matched,
@@ -509,6 +513,7 @@ async fn proxy(
         peer_trusted,
         request_id,
     );
+    let head_len = out.len();
     let mut continue_sent = false;
     let payload = match request.framing {
         Framing::Empty => Payload::Held(Bytes::new()),
@@ -582,19 +587,15 @@ async fn proxy(
         let reused = upstream.reused;
 
         // The request: head and held body in one write, or head then the relayed body.
-        let mut head_bytes = head.clone();
+        out.truncate(head_len);
         if !route.preserve_host {
-            wire::header(
-                &mut head_bytes,
-                b"host",
-                endpoint.authority.as_str().as_bytes(),
-            );
+            wire::header(out, b"host", endpoint.authority.as_str().as_bytes());
         }
-        head_bytes.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"\r\n");
         let sent_ok = match &payload {
             Payload::Held(bytes) => {
-                head_bytes.extend_from_slice(bytes);
-                wire::write_all(&mut upstream.stream, &head_bytes, send_limit)
+                out.extend_from_slice(bytes);
+                wire::write_all(&mut upstream.stream, out, send_limit)
                     .await
                     .is_ok()
             }
@@ -614,7 +615,7 @@ async fn proxy(
                 let relayed = wire::relay(
                     source,
                     &mut upstream.stream,
-                    &mut head_bytes,
+                    out,
                     request.framing,
                     Some(limit),
                     send_limit,
@@ -871,6 +872,7 @@ fn connection_tokens(value: Option<&[u8]>) -> Vec<&str> {
 /// client's) and the blank line depend on the instance.
 #[allow(clippy::too_many_arguments)]
 fn upstream_head(
+    out: &mut Vec<u8>,
     table: &Table,
     request: &Request,
     matched: &Matched<'_>,
@@ -879,8 +881,8 @@ fn upstream_head(
     peer: std::net::IpAddr,
     peer_trusted: bool,
     request_id: &HeaderValue,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(request.head().len() + 256);
+) {
+    out.reserve(request.head().len() + 256);
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(matched.upstream_path_and_query(route_request).as_bytes());
@@ -914,22 +916,22 @@ fn upstream_head(
                 }
             }
             if route.preserve_host && name.eq_ignore_ascii_case("host") {
-                emit(&mut out, b"host", value);
+                emit(out, b"host", value);
             }
             continue;
         }
         if listed.iter().any(|t| t.eq_ignore_ascii_case(name)) || table.identity.matches(name) {
             continue;
         }
-        emit(&mut out, name.as_bytes(), value);
+        emit(out, name.as_bytes(), value);
     }
     // Framing as the gateway relays it.
     match request.framing {
         Framing::Length(n) => {
             let mut len = itoa::Buffer::new();
-            emit(&mut out, b"content-length", len.format(n).as_bytes());
+            emit(out, b"content-length", len.format(n).as_bytes());
         }
-        Framing::Chunked => emit(&mut out, b"transfer-encoding", b"chunked"),
+        Framing::Chunked => emit(out, b"transfer-encoding", b"chunked"),
         Framing::Empty | Framing::UntilClose => {}
     }
     let mut ip = [0u8; 64];
@@ -940,41 +942,40 @@ fn upstream_head(
             v.extend_from_slice(earlier);
             v.extend_from_slice(b", ");
             v.extend_from_slice(peer_text);
-            emit(&mut out, b"x-forwarded-for", &v);
+            emit(out, b"x-forwarded-for", &v);
         }
-        None => emit(&mut out, b"x-forwarded-for", peer_text),
+        None => emit(out, b"x-forwarded-for", peer_text),
     }
     emit(
-        &mut out,
+        out,
         b"x-forwarded-proto",
         forwarded_proto.unwrap_or(b"http"),
     );
     if let Some(host) = forwarded_host.or_else(|| request.header("host")) {
-        emit(&mut out, b"x-forwarded-host", host);
+        emit(out, b"x-forwarded-host", host);
     }
     if let Some(prefix) = matched.stripped_prefix(route_request) {
-        emit(&mut out, b"x-forwarded-prefix", prefix.as_bytes());
+        emit(out, b"x-forwarded-prefix", prefix.as_bytes());
     }
-    emit(&mut out, b"x-request-id", request_id.as_bytes());
+    emit(out, b"x-request-id", request_id.as_bytes());
     let traceparent = headers::traceparent_from(request.header("traceparent"));
-    emit(&mut out, b"traceparent", traceparent.as_bytes());
+    emit(out, b"traceparent", traceparent.as_bytes());
     if let Some(claims) = claims {
         if headers::safe_value(&claims.sub) {
-            emit(&mut out, b"x-user-id", claims.sub.as_bytes());
+            emit(out, b"x-user-id", claims.sub.as_bytes());
         }
         let roles = claims.roles.join(",");
         if headers::safe_value(&roles) {
-            emit(&mut out, b"x-user-roles", roles.as_bytes());
+            emit(out, b"x-user-roles", roles.as_bytes());
         }
     }
     if let Some(mut map) = edits {
         matched.edit_request_headers(&mut map);
         for (name, value) in &map {
-            wire::header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            wire::header(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     // The blank line (and, unless preserved, `host`) come per attempt: the instance decides.
-    out
 }
 
 /// The answer head the client gets.
