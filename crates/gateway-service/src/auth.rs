@@ -4,24 +4,81 @@
 //! every token it signed has expired), so a cache hit is as strong as a fresh check and
 //! spares the ~50 µs Ed25519 verification on every request.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use platform::auth::{Claims, LEEWAY_SECS, TokenError, TokenVerifier};
 
+type Cache = HashMap<Box<str>, Arc<Claims>, foldhash::fast::RandomState>;
+
 pub struct EdgeAuth {
+    /// Tells this instance's entries in a thread's own cache from another's.
+    id: u64,
     verifier: TokenVerifier,
-    cache: RwLock<HashMap<Box<str>, Arc<Claims>, foldhash::fast::RandomState>>,
+    cache: RwLock<Cache>,
     capacity: usize,
+}
+
+/// Each thread's own copy of the tokens it has seen. A hit takes no lock and touches no
+/// memory another thread writes (a shared lock or reference count would bounce its cache
+/// line between the cores on every request).
+struct Local {
+    owner: u64,
+    tokens: Cache,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local { owner: 0, tokens: Cache::default() });
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Seconds since the Unix epoch, all an expiry check needs.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl EdgeAuth {
     pub fn new(verifier: TokenVerifier, capacity: usize) -> Self {
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             verifier,
             cache: RwLock::new(HashMap::default()),
             capacity,
         }
+    }
+
+    fn local_get(&self, token: &str) -> Option<Arc<Claims>> {
+        LOCAL
+            .try_with(|l| {
+                let l = l.try_borrow().ok()?;
+                if l.owner != self.id {
+                    return None;
+                }
+                l.tokens.get(token).cloned()
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps a copy of `claims` of this thread's own (not the shared `Arc`).
+    fn local_put(&self, token: &str, claims: &Claims) -> Arc<Claims> {
+        let own = Arc::new(claims.clone());
+        let _ = LOCAL.try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else {
+                return;
+            };
+            if l.owner != self.id || l.tokens.len() >= self.capacity {
+                l.owner = self.id;
+                l.tokens.clear();
+            }
+            l.tokens.insert(token.into(), own.clone());
+        });
+        own
     }
 
     pub fn verifier(&self) -> &TokenVerifier {
@@ -30,7 +87,13 @@ impl EdgeAuth {
 
     /// The token's claims, from the cache or verified now.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
-        let now = platform::clock::now().timestamp();
+        let now = unix_now();
+        if let Some(claims) = self.local_get(token) {
+            if expired(&claims, now) {
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
         let cached = self
             .cache
             .read()
@@ -43,7 +106,7 @@ impl EdgeAuth {
             if expired(&claims, now) {
                 return Err(TokenError::Expired);
             }
-            return Ok(claims);
+            return Ok(self.local_put(token, &claims));
         }
         let claims = Arc::new(self.verifier.verify(token).await?);
         if self.capacity > 0 {
@@ -61,13 +124,15 @@ impl EdgeAuth {
                 }
             }
             cache.insert(token.into(), claims.clone());
+            drop(cache);
+            return Ok(self.local_put(token, &claims));
         }
         Ok(claims)
     }
 
     /// Forgets expired tokens (run now and then, so idle ones do not linger).
     pub fn purge(&self) -> usize {
-        let now = platform::clock::now().timestamp();
+        let now = unix_now();
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.retain(|_, c| !expired(c, now));
         cache.len()
@@ -182,11 +247,17 @@ mod tests {
         let token = token(&issuer, now + 1, "alice");
         edge.verify(&token).await.unwrap();
         // Age the remembered claims past expiry and the leeway.
+        // (in the shared cache and in this thread's copy).
         {
             let mut cache = edge.cache.write().unwrap();
             let claims = cache.get_mut(token.as_str()).unwrap();
             Arc::make_mut(claims).exp = now - LEEWAY_SECS as i64 - 1;
         }
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let claims = l.tokens.get_mut(token.as_str()).unwrap();
+            Arc::make_mut(claims).exp = now - LEEWAY_SECS as i64 - 1;
+        });
         assert_eq!(edge.verify(&token).await.unwrap_err(), TokenError::Expired);
         assert_eq!(edge.purge(), 0);
     }

@@ -6,7 +6,7 @@
 //! or a report takes no lock. Round robin keeps one counter per service behind a read lock;
 //! least requests needs no shared state at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,9 +28,9 @@ pub struct Balancer {
     ejection_failures: AtomicU32,
     ejection_ms: AtomicU64,
     max_ejection_ms: AtomicU64,
-    stats: Mutex<HashMap<Arc<str>, Arc<Stats>>>,
+    stats: Mutex<foldhash::HashMap<Arc<str>, Arc<Stats>>>,
     /// Round-robin counters, by lowercased service name.
-    turns: RwLock<HashMap<Box<str>, AtomicUsize>>,
+    turns: RwLock<foldhash::HashMap<Box<str>, AtomicUsize>>,
 }
 
 /// One instance's live stats, on a cache line of its own: `in_flight` changes on every
@@ -119,8 +119,8 @@ impl Balancer {
             ejection_failures: AtomicU32::new(0),
             ejection_ms: AtomicU64::new(0),
             max_ejection_ms: AtomicU64::new(0),
-            stats: Mutex::new(HashMap::new()),
-            turns: RwLock::new(HashMap::new()),
+            stats: Mutex::new(foldhash::HashMap::default()),
+            turns: RwLock::new(foldhash::HashMap::default()),
         };
         balancer.set_settings(settings);
         balancer
@@ -492,7 +492,7 @@ mod tests {
     fn round_robin_turns_are_per_service() {
         let b = balancer(BalancePolicy::RoundRobin);
         let eps = endpoints(&b, 2);
-        let mut last: HashMap<&str, usize> = HashMap::new();
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for service in ["a", "b", "b", "a", "B", "a", "b", "a", "a", "b"] {
             let index = b.pick(service, &eps, &[], 0).expect("a pick").index;
             let key = if service.eq_ignore_ascii_case("a") {

@@ -12,7 +12,6 @@
 //! call is allowed is read from atomics while closed or open; recording takes the breaker's own
 //! short mutex (one per service).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -78,7 +77,7 @@ pub struct Breakers {
 struct Registry {
     config: Config,
     /// Keyed by the lowercased service name.
-    breakers: HashMap<Box<str>, Arc<Breaker>>,
+    breakers: foldhash::HashMap<Box<str>, Arc<Breaker>>,
 }
 
 impl Breakers {
@@ -87,7 +86,7 @@ impl Breakers {
             failure_statuses: std::array::from_fn(|_| AtomicU64::new(0)),
             registry: RwLock::new(Registry {
                 config: Config::from(settings),
-                breakers: HashMap::new(),
+                breakers: foldhash::HashMap::default(),
             }),
         };
         breakers.set_statuses(&settings.failure_statuses);

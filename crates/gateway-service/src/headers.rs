@@ -195,6 +195,13 @@ pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
 
 /// As `traceparent`, from the field's raw value.
 pub fn traceparent_from(given: Option<&[u8]>) -> HeaderValue {
+    HeaderValue::from_bytes(&traceparent_text(given)).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000001-0000000000000001-00",
+    ))
+}
+
+/// As `traceparent_from`, as bytes on the stack (the engine writes them straight out).
+pub fn traceparent_text(given: Option<&[u8]>) -> [u8; 55] {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
     match given.filter(|v| std::str::from_utf8(v).is_ok_and(valid_traceparent)) {
         Some(tp) => {
@@ -204,9 +211,7 @@ pub fn traceparent_from(given: Option<&[u8]>) -> HeaderValue {
         None => hex(fastrand::u128(1..), &mut text[3..35]),
     }
     hex(u128::from(fastrand::u64(1..)), &mut text[36..52]);
-    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
-        "00-00000000000000000000000000000001-0000000000000001-00",
-    ))
+    text
 }
 
 /// Writes the low `out.len()` hex digits of `value` into `out` (lower case).
@@ -221,7 +226,9 @@ fn hex(mut value: u128, out: &mut [u8]) {
 /// ids not all zero.
 fn valid_traceparent(tp: &str) -> bool {
     let b = tp.as_bytes();
-    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    // Lower case only (W3C Trace Context §3.2.2).
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     b.len() == 55
         && &b[0..3] == b"00-"
         && b[35] == b'-'
@@ -246,6 +253,10 @@ pub fn suspicious_path(path: &str) -> bool {
         return true;
     }
     let b = path.as_bytes();
+    // Most paths hold none of the bytes the checks below look for.
+    if memchr::memchr3(b'%', b'\\', b'.', b).is_none() {
+        return false;
+    }
     let encoded_separator = b.windows(3).any(|w| {
         w[0] == b'%'
             && matches!(

@@ -161,6 +161,7 @@ fn serve_on_workers(
             // A token of the worker's own: its connections wait on it between requests,
             // and waiters of one token share a lock.
             shutdown: shutdown.child_token(),
+            stopping: std::cell::Cell::new(false),
         };
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))

@@ -148,11 +148,15 @@ pub fn request(route: Option<&Arc<str>>, status: StatusCode, took: Duration) {
                     None => return,
                 }
             }
-            None => h.unmatched.get_or_insert_with(|| RouteSeries::new(&label())),
+            None => h
+                .unmatched
+                .get_or_insert_with(|| RouteSeries::new(&label())),
         };
-        counter_in(&mut series.by_status, status.as_u16(), || {
-            metrics::counter!(REQUESTS, "route" => label(), "status" => status_label(status))
-        })
+        counter_in(
+            &mut series.by_status,
+            status.as_u16(),
+            || metrics::counter!(REQUESTS, "route" => label(), "status" => status_label(status)),
+        )
         .increment(1);
         series.duration.record(took.as_secs_f64());
     });
@@ -173,8 +177,7 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
             ),
         };
         // A new instance, or the same id under another service: a new registration.
-        if h
-            .upstreams
+        if h.upstreams
             .get(&**instance)
             .is_none_or(|u| u.service != *service)
         {

@@ -2,7 +2,7 @@
 //! token checks, rate limits, the service's instances, load balancing, circuit breakers and
 //! the retry budget. The engine (`crate::engine`) moves the bytes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub struct Gateway {
     budget: RetryBudget,
     discovery: Discovery,
     trusted_proxies: Vec<IpAddr>,
-    endpoints: RwLock<HashMap<Arc<str>, ServiceEndpoints>>,
+    endpoints: RwLock<foldhash::HashMap<Arc<str>, ServiceEndpoints>>,
     last_registry_refresh: Mutex<Option<Instant>>,
     reload: Option<Reload>,
     epoch: Instant,
@@ -71,7 +71,7 @@ impl Gateway {
             budget,
             discovery,
             trusted_proxies,
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(foldhash::HashMap::default()),
             last_registry_refresh: Mutex::new(None),
             reload,
             epoch: Instant::now(),

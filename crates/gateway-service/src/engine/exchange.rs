@@ -540,8 +540,11 @@ async fn proxy(
     let send_limit = table.settings.client_send_timeout();
     let mut tried = [0usize; 12];
     let mut n_tried = 0;
+    let mut first = true;
     let failure: Problem = loop {
-        let now = gateway.now_ms();
+        // The clock read for the breaker serves the first attempt.
+        let now = if first { now } else { gateway.now_ms() };
+        first = false;
         let Some(picked) = gateway
             .balancer()
             .pick(&service, &endpoints, &tried[..n_tried], now)
@@ -719,9 +722,10 @@ async fn proxy(
             }
         };
         drop(picked);
+        let answered = gateway.now_ms();
         gateway
             .balancer()
-            .record(endpoint, Outcome::Success, gateway.now_ms());
+            .record(endpoint, Outcome::Success, answered);
         m::upstream(&service, &endpoint.id, "response", sent.elapsed());
         // The upstream was asked in HTTP/1.0 and chunked anyway: the client could not read it.
         if response.framing == Framing::Chunked && request.version == Version::Http10 {
@@ -734,11 +738,10 @@ async fn proxy(
             .circuit_breaker
             .failure_statuses
             .contains(&response.status);
-        permit.record(!failed, gateway.now_ms());
+        permit.record(!failed, answered);
 
         // The answer, relayed.
-        let client_keep =
-            request.keep_alive && *body == BodyState::Done && !engine.shutdown.is_cancelled();
+        let client_keep = request.keep_alive && *body == BodyState::Done && !engine.stopping();
         let close_after = !client_keep || response.framing == Framing::UntilClose;
         out.clear();
         client_head(
@@ -807,11 +810,7 @@ async fn read_answer(
             Ok(None) => {}
             Err(_) => return Err(Failure::Io),
         }
-        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-        if left.is_some_and(|l| l.is_zero()) {
-            return Err(Failure::Timeout);
-        }
-        match wire::read_more(&mut upstream.stream, &mut upstream.buf, left).await {
+        match wire::read_more_until(&mut upstream.stream, &mut upstream.buf, deadline).await {
             Ok(0) => return Err(Failure::Io),
             Ok(_) => {}
             Err(f) => return Err(f),
@@ -958,14 +957,22 @@ fn upstream_head(
         emit(out, b"x-forwarded-prefix", prefix.as_bytes());
     }
     emit(out, b"x-request-id", request_id.as_bytes());
-    let traceparent = headers::traceparent_from(request.header("traceparent"));
-    emit(out, b"traceparent", traceparent.as_bytes());
+    let traceparent = headers::traceparent_text(request.header("traceparent"));
+    emit(out, b"traceparent", &traceparent);
     if let Some(claims) = claims {
         if headers::safe_value(&claims.sub) {
             emit(out, b"x-user-id", claims.sub.as_bytes());
         }
-        let roles = claims.roles.join(",");
-        if headers::safe_value(&roles) {
+        // Mostly a single role: written as it is, without joining.
+        let joined;
+        let roles = match claims.roles.as_slice() {
+            [one] => one.as_str(),
+            many => {
+                joined = many.join(",");
+                joined.as_str()
+            }
+        };
+        if headers::safe_value(roles) {
             emit(out, b"x-user-roles", roles.as_bytes());
         }
     }

@@ -36,6 +36,14 @@ pub struct Engine {
     pub own: Router,
     pub cors: Option<Cors>,
     pub shutdown: CancellationToken,
+    /// Set once `shutdown` fired (read per request; the token's own check takes a lock).
+    pub stopping: Cell<bool>,
+}
+
+impl Engine {
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
 }
 
 /// Paths the gateway answers itself rather than routing.
@@ -52,7 +60,10 @@ pub async fn serve(engine: Rc<Engine>, listener: TcpListener, grace: Duration) {
     let upkeep = tokio::task::spawn_local(pool_upkeep(engine.clone()));
     loop {
         let accepted = tokio::select! {
-            () = engine.shutdown.cancelled() => break,
+            () = engine.shutdown.cancelled() => {
+                engine.stopping.set(true);
+                break;
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -111,6 +122,9 @@ async fn pool_upkeep(engine: Rc<Engine>) {
 async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
+    // Made once per connection: a fresh wait per request would join and leave the token's
+    // list of waiters every time.
+    let mut shutdown = std::pin::pin!(engine.shutdown.cancelled());
     loop {
         let settings = &engine.gateway.table().settings;
         let idle = Duration::from_secs(settings.client_idle_timeout_secs.max(1));
@@ -129,7 +143,7 @@ async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
             let wait = if buf.is_empty() { idle } else { header_time };
             let read = tokio::select! {
                 // Between requests, a shutdown closes the connection at once.
-                () = engine.shutdown.cancelled(), if buf.is_empty() => return,
+                () = &mut shutdown, if buf.is_empty() => return,
                 read = wire::read_more(&mut stream, &mut buf, Some(wait)) => read,
             };
             match read {
@@ -138,7 +152,7 @@ async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
             }
         };
         let keep = exchange::exchange(engine, &mut stream, &mut buf, &mut out, peer, request).await;
-        if !keep || engine.shutdown.is_cancelled() {
+        if !keep || engine.stopping() {
             return;
         }
     }

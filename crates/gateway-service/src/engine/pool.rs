@@ -2,7 +2,6 @@
 //! thread that opened it, so taking and returning one needs no lock.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ struct Idle {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<foldhash::HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(foldhash::HashMap::default());
 }
 
 /// An idle connection to `endpoint` that still looks open, if any.
@@ -56,7 +55,14 @@ pub fn put(endpoint: &Endpoint, upstream: Upstream, max_idle: usize) {
     }
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(endpoint.id.clone()).or_default();
+        // Looked up first: cloning the shared id each time would bounce its count between
+        // the worker threads.
+        if !idle.contains_key(&*endpoint.id) {
+            idle.insert(endpoint.id.clone(), Vec::new());
+        }
+        let Some(list) = idle.get_mut(&*endpoint.id) else {
+            return;
+        };
         if list.len() < max_idle {
             list.push(Idle {
                 stream: upstream.stream,

@@ -28,12 +28,38 @@ pub async fn read_more(
     result.map_err(|_| Failure::Io)
 }
 
+/// As `read_more`, by a deadline rather than a duration (no clock read per call).
+pub async fn read_more_until(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<usize, Failure> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    let read = stream.read_buf(buf);
+    let result = match deadline {
+        Some(d) => tokio::time::timeout_at(d, read)
+            .await
+            .map_err(|_| Failure::Timeout)?,
+        None => read.await,
+    };
+    result.map_err(|_| Failure::Io)
+}
+
 /// Writes all of `bytes`, each write allowed `limit`.
 pub async fn write_all(
     stream: &mut TcpStream,
     bytes: &[u8],
     limit: Duration,
 ) -> Result<(), Failure> {
+    // Mostly the socket takes it all at once: no timer (nor clock read) for that.
+    let bytes = match stream.try_write(bytes) {
+        Ok(n) if n == bytes.len() => return Ok(()),
+        Ok(n) => &bytes[n..],
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bytes,
+        Err(_) => return Err(Failure::Io),
+    };
     tokio::time::timeout(limit, stream.write_all(bytes))
         .await
         .map_err(|_| Failure::Timeout)?

@@ -2,7 +2,6 @@
 //! keyed by the caller.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::settings::LimitSpec;
 
 type Keyed = governor::RateLimiter<
     String,
-    DashMapStateStore<String>,
+    DashMapStateStore<String, foldhash::fast::RandomState>,
     QuantaClock,
     StateInformationMiddleware,
 >;
@@ -39,7 +38,7 @@ thread_local! {
 pub(super) struct MemoryLimiter {
     /// Route id → its limiters, one per (rate, burst) in use (normally one; two around a
     /// reload that changed the spec). Looked up by `&str`, so a hit allocates nothing.
-    routes: RwLock<HashMap<Box<str>, Vec<Arc<Bucket>>>>,
+    routes: RwLock<foldhash::HashMap<Box<str>, Vec<Arc<Bucket>>>>,
     warn: WarnEvery,
 }
 
@@ -55,8 +54,12 @@ impl Bucket {
         Self {
             replenish_rate: replenish_rate.get(),
             burst_capacity: burst_capacity.get(),
-            limiter: governor::RateLimiter::dashmap_with_clock(quota, QuantaClock::default())
-                .with_middleware::<StateInformationMiddleware>(),
+            limiter: governor::RateLimiter::dashmap_with_clock_and_hasher(
+                quota,
+                QuantaClock::default(),
+                foldhash::fast::RandomState::default(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
         }
     }
 
@@ -94,7 +97,7 @@ impl Bucket {
 impl MemoryLimiter {
     pub(super) fn new() -> Self {
         Self {
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::new(foldhash::HashMap::default()),
             warn: WarnEvery::new(),
         }
     }
