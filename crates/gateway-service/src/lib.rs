@@ -154,25 +154,32 @@ fn serve_on_workers(
     tracing::info!(service = NAME, %local_addr, workers = listeners.len(), "listening");
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let engine = engine::Engine {
-            gateway: gateway.clone(),
-            own: own.clone(),
-            cors: cors.clone(),
-            // A token of the worker's own: its connections wait on it between requests,
-            // and waiters of one token share a lock.
-            shutdown: shutdown.child_token(),
-            stopping: std::cell::Cell::new(false),
-        };
+        // A token of the worker's own: waiters of one token share a lock.
+        let parts = (
+            gateway.clone(),
+            own.clone(),
+            cors.clone(),
+            shutdown.child_token(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))
             .spawn(move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
+                // Made on its thread: it holds this worker's own (`Rc`) handles.
+                let engine = engine::Engine::new(parts.0, parts.1, parts.2, parts.3);
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    engine::serve(std::rc::Rc::new(engine), listener, grace).await;
+                    // A task of its own: what `block_on` waits for is polled on every wake-up
+                    // of any connection, and a join handle is the cheapest thing to poll.
+                    let served = tokio::task::spawn_local(engine::serve(
+                        std::rc::Rc::new(engine),
+                        listener,
+                        grace,
+                    ));
+                    served.await.context("gateway worker")?;
                     anyhow::Ok(())
                 })
             })?;

@@ -82,6 +82,16 @@ impl Gateway {
         self.table.load_full()
     }
 
+    /// The table in force, for a moment (no reference count taken).
+    pub fn table_now(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
+    }
+
+    /// Changes whenever the registry's view of the services does.
+    pub fn registry_generation(&self) -> u64 {
+        self.discovery.generation()
+    }
+
     pub fn limiter(&self) -> Arc<RateLimiter> {
         self.limiter.load_full()
     }
@@ -158,7 +168,7 @@ impl Gateway {
     /// The UP instances of `service`, rebuilt only when the registry changed. When there
     /// are none, the registry is asked again at once (at most once a second): a service
     /// that just registered should not wait for the next fetch.
-    async fn endpoints_of(&self, service: &Arc<str>) -> Result<Arc<[Endpoint]>, Problem> {
+    pub async fn endpoints_of(&self, service: &Arc<str>) -> Result<Arc<[Endpoint]>, Problem> {
         let generation = self.discovery.generation();
         if let Some((g, list)) = read(&self.endpoints).get(service)
             && *g == generation

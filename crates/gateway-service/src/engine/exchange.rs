@@ -31,9 +31,12 @@ const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the access log and metrics say of a request.
+/// Borrowed from the table, not cloned: a route id is shared by every worker, and a clone
+/// per request would bounce its reference count between the cores.
 #[derive(Default)]
-struct Trail {
-    route: Option<Arc<str>>,
+struct Trail<'t> {
+    route: Option<&'t Arc<str>>,
+    /// Kept only for the access log.
     upstream: Option<Arc<str>>,
     attempts: u32,
 }
@@ -59,8 +62,7 @@ pub async fn exchange(
     request: Request,
 ) -> bool {
     let started = Instant::now();
-    let gateway = &engine.gateway;
-    let table = gateway.table();
+    let table = engine.table();
     let request_id = headers::request_id_from(request.header("x-request-id"));
     let mut trail = Trail::default();
     let mut body = if request.framing == Framing::Empty {
@@ -137,13 +139,13 @@ pub async fn exchange(
     if body != BodyState::Done {
         keep = false;
     }
-    m::request(trail.route.as_ref(), status, started.elapsed());
+    m::request(trail.route, status, started.elapsed());
     if table.settings.access_log {
         tracing::info!(
             target: "gateway::access",
             method = %request.method,
             path = %request.path(),
-            route = trail.route.as_deref().unwrap_or("-"),
+            route = trail.route.map_or("-", |r| &**r),
             status = status.as_u16(),
             upstream = trail.upstream.as_deref().unwrap_or("-"),
             attempts = trail.attempts,
@@ -192,7 +194,7 @@ async fn refuse(
     request_id: &HeaderValue,
     cors: Option<&[u8]>,
 ) -> (StatusCode, bool) {
-    let settings = &engine.gateway.table().settings;
+    let settings = &engine.table().settings;
     let send_limit = settings.client_send_timeout();
     let body_idle = Some(Duration::from_secs(
         settings.client_body_timeout_secs.max(1),
@@ -367,9 +369,9 @@ enum Payload {
 
 /// Routes and forwards one request.
 #[allow(clippy::too_many_arguments)]
-async fn proxy(
+async fn proxy<'t>(
     engine: &Engine,
-    table: &Table,
+    table: &'t Table,
     client: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
@@ -378,7 +380,7 @@ async fn proxy(
     request_id: &HeaderValue,
     peer: SocketAddr,
     cors: Option<&[u8]>,
-    trail: &mut Trail,
+    trail: &mut Trail<'t>,
 ) -> Result<Answered, Refusal> {
     let gateway = &engine.gateway;
     if headers::suspicious_path(request.path()) {
@@ -431,7 +433,7 @@ async fn proxy(
         .find(&route_request)
         .ok_or_else(|| Problem::not_found("no route matches this path"))?;
     let route = matched.route;
-    trail.route = Some(route.id.clone());
+    trail.route = Some(&route.id);
 
     let claims = if route.public {
         None
@@ -480,7 +482,7 @@ async fn proxy(
     {
         return Err(too_large(limit).into());
     }
-    let (service, endpoints) = gateway.endpoints_for(table, route).await?;
+    let (service, endpoints) = engine.endpoints_for(table, route).await?;
     let now = gateway.now_ms();
     let permit = gateway
         .breakers()
@@ -557,7 +559,9 @@ async fn proxy(
             n_tried += 1;
         }
         trail.attempts += 1;
-        trail.upstream = Some(endpoint.id.clone());
+        if table.settings.access_log {
+            trail.upstream = Some(endpoint.id.clone());
+        }
         let replayable = matches!(payload, Payload::Held(_));
         let may_go_again = trail.attempts <= retries && replayable;
         let sent = Instant::now();

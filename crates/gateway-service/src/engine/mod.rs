@@ -10,7 +10,7 @@ mod exchange;
 mod pool;
 mod wire;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,8 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::balancer::Endpoint;
 use crate::cors::Cors;
 use crate::proxy::Gateway;
+use crate::routes::{Route, Target};
+use crate::table::Table;
 use codec::RequestError;
 
 /// What every connection of a worker shares.
@@ -36,13 +39,159 @@ pub struct Engine {
     pub own: Router,
     pub cors: Option<Cors>,
     pub shutdown: CancellationToken,
-    /// Set once `shutdown` fired (read per request; the token's own check takes a lock).
-    pub stopping: Cell<bool>,
+    /// `shutdown` as this worker's connections see it (the token's own checks and waits
+    /// take a lock each time).
+    pub stopping: Stop,
+    table: RefCell<Rc<Arc<Table>>>,
+    /// Service → (registry generation, its endpoints), this worker's own.
+    endpoints: RefCell<foldhash::HashMap<Arc<str>, (u64, Rc<Arc<[Endpoint]>>)>>,
 }
 
 impl Engine {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        own: Router,
+        cors: Option<Cors>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let table = Rc::new(gateway.table());
+        Engine {
+            gateway,
+            own,
+            cors,
+            shutdown,
+            stopping: Stop::default(),
+            table: RefCell::new(table),
+            endpoints: RefCell::default(),
+        }
+    }
+
     pub fn stopping(&self) -> bool {
-        self.stopping.get()
+        self.stopping.stopped.get()
+    }
+
+    /// The table in force, through this worker's own handle: taking it costs no write to
+    /// memory another core uses (the shared `Arc`'s count moves only when the table changes).
+    pub fn table(&self) -> Rc<Arc<Table>> {
+        let current = self.gateway.table_now();
+        let mut cached = self.table.borrow_mut();
+        if !Arc::ptr_eq(&cached, &current) {
+            *cached = Rc::new(Arc::clone(&current));
+        }
+        cached.clone()
+    }
+
+    /// The service a route leads to and its endpoints, through this worker's copy of the
+    /// list while the registry has not changed.
+    pub async fn endpoints_for<'t>(
+        &self,
+        table: &'t Table,
+        route: &'t Route,
+    ) -> Result<(&'t Arc<str>, Rc<Arc<[Endpoint]>>), Problem> {
+        let name = match &route.target {
+            Target::Service(name) => name,
+            Target::Url { .. } => {
+                let list = table.fixed_endpoints(route).ok_or_else(Problem::internal)?;
+                return Ok((&route.id, Rc::new(list)));
+            }
+        };
+        let generation = self.gateway.registry_generation();
+        if let Some((g, list)) = self.endpoints.borrow().get(&**name)
+            && *g == generation
+        {
+            return Ok((name, list.clone()));
+        }
+        let list = Rc::new(self.gateway.endpoints_of(name).await?);
+        let mut cached = self.endpoints.borrow_mut();
+        if cached.len() > 1000 {
+            cached.clear();
+        }
+        cached.insert(name.clone(), (generation, list.clone()));
+        Ok((name, list))
+    }
+}
+
+/// A worker's stop signal: set once by its accept loop, waited for by its idle
+/// connections. Single-threaded, so a wait costs a flag check per poll.
+#[derive(Default)]
+pub struct Stop {
+    stopped: Cell<bool>,
+    waiters: std::cell::RefCell<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<std::task::Waker>>,
+    free: Vec<usize>,
+}
+
+impl Stop {
+    fn set(&self) {
+        self.stopped.set(true);
+        let wakers: Vec<_> = self
+            .waiters
+            .borrow_mut()
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Ready once the worker stops. Meant to be made once and polled by one task (the
+    /// waker is taken at the first poll).
+    fn wait(&self) -> StopWait<'_> {
+        StopWait {
+            stop: self,
+            slot: None,
+        }
+    }
+}
+
+struct StopWait<'a> {
+    stop: &'a Stop,
+    slot: Option<usize>,
+}
+
+impl std::future::Future for StopWait<'_> {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.stop.stopped.get() {
+            return std::task::Poll::Ready(());
+        }
+        if self.slot.is_none() {
+            let mut w = self.stop.waiters.borrow_mut();
+            let waker = Some(cx.waker().clone());
+            let slot = match w.free.pop() {
+                Some(i) => {
+                    w.slots[i] = waker;
+                    i
+                }
+                None => {
+                    w.slots.push(waker);
+                    w.slots.len() - 1
+                }
+            };
+            drop(w);
+            self.slot = Some(slot);
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for StopWait<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot
+            && let Ok(mut w) = self.stop.waiters.try_borrow_mut()
+        {
+            w.slots[i] = None;
+            w.free.push(i);
+        }
     }
 }
 
@@ -61,7 +210,7 @@ pub async fn serve(engine: Rc<Engine>, listener: TcpListener, grace: Duration) {
     loop {
         let accepted = tokio::select! {
             () = engine.shutdown.cancelled() => {
-                engine.stopping.set(true);
+                engine.stopping.set();
                 break;
             }
             accepted = listener.accept() => accepted,
@@ -111,7 +260,7 @@ async fn pool_upkeep(engine: Rc<Engine>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticks.tick().await;
-        let table = engine.gateway.table();
+        let table = engine.table();
         let idle = Duration::from_secs(table.settings.pool_idle_timeout_secs.max(1));
         let known = engine.gateway.endpoint_ids();
         pool::purge(idle, &|id| known.contains(id));
@@ -124,9 +273,9 @@ async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
     let mut out = Vec::with_capacity(4 * 1024);
     // Made once per connection: a fresh wait per request would join and leave the token's
     // list of waiters every time.
-    let mut shutdown = std::pin::pin!(engine.shutdown.cancelled());
+    let mut shutdown = std::pin::pin!(engine.stopping.wait());
     loop {
-        let settings = &engine.gateway.table().settings;
+        let settings = &engine.table().settings;
         let idle = Duration::from_secs(settings.client_idle_timeout_secs.max(1));
         let header_time = Duration::from_secs(settings.client_header_timeout_secs.max(1));
         let max_head = settings.max_head_bytes;
@@ -190,7 +339,7 @@ async fn refuse_malformed(
     let id = crate::headers::request_id(&http::HeaderMap::new());
     out.clear();
     write_problem(out, problem, &id, false, None, None).await;
-    let write = engine.gateway.table().settings.client_send_timeout();
+    let write = engine.table().settings.client_send_timeout();
     let _ = wire::write_all(stream, out, write).await;
     crate::metrics::request(None, status, Duration::ZERO);
 }
