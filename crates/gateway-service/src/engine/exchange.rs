@@ -486,7 +486,7 @@ async fn proxy<'t>(
     let now = gateway.now_ms();
     let permit = gateway
         .breakers()
-        .get(&service)
+        .get(service)
         .try_acquire(now)
         .map_err(|wait| {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -549,7 +549,7 @@ async fn proxy<'t>(
         first = false;
         let Some(picked) = gateway
             .balancer()
-            .pick(&service, &endpoints, &tried[..n_tried], now)
+            .pick(service, &endpoints, &tried[..n_tried], now)
         else {
             break Problem::bad_gateway(format!("no instance of {service} could be reached"));
         };
@@ -573,13 +573,13 @@ async fn proxy<'t>(
                 Ok(u) => u,
                 Err(e) => {
                     drop(picked);
-                    m::upstream(&service, &endpoint.id, "connect_error", sent.elapsed());
+                    m::upstream(service, &endpoint.id, "connect_error", sent.elapsed());
                     if let Some(ejected) = gateway.balancer().record(
                         endpoint,
                         Outcome::ConnectFailure,
                         gateway.now_ms(),
                     ) {
-                        m::ejected(&service, &endpoint.id);
+                        m::ejected(service, &endpoint.id);
                         tracing::warn!(service = %service, instance = %endpoint.id, seconds = ejected.as_secs(), error = %e, "instance refuses connections; ejected");
                     }
                     // Nothing was sent: any method may go again.
@@ -664,7 +664,7 @@ async fn proxy<'t>(
         };
         if !sent_ok && replayable {
             drop(picked);
-            m::upstream(&service, &endpoint.id, "error", sent.elapsed());
+            m::upstream(service, &endpoint.id, "error", sent.elapsed());
             // A pooled connection the instance had closed is not the instance's fault.
             if !reused {
                 gateway
@@ -684,7 +684,7 @@ async fn proxy<'t>(
             Ok(r) => r,
             Err(Failure::Timeout) => {
                 drop(picked);
-                m::upstream(&service, &endpoint.id, "timeout", sent.elapsed());
+                m::upstream(service, &endpoint.id, "timeout", sent.elapsed());
                 gateway
                     .balancer()
                     .record(endpoint, Outcome::Failure, gateway.now_ms());
@@ -703,7 +703,7 @@ async fn proxy<'t>(
             }
             Err(Failure::Io) => {
                 drop(picked);
-                m::upstream(&service, &endpoint.id, "error", sent.elapsed());
+                m::upstream(service, &endpoint.id, "error", sent.elapsed());
                 if !reused {
                     gateway
                         .balancer()
@@ -730,7 +730,7 @@ async fn proxy<'t>(
         gateway
             .balancer()
             .record(endpoint, Outcome::Success, answered);
-        m::upstream(&service, &endpoint.id, "response", sent.elapsed());
+        m::upstream(service, &endpoint.id, "response", sent.elapsed());
         // The upstream was asked in HTTP/1.0 and chunked anyway: the client could not read it.
         if response.framing == Framing::Chunked && request.version == Version::Http10 {
             break Problem::bad_gateway(format!(
