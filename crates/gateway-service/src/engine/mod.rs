@@ -42,9 +42,9 @@ pub struct Engine {
     /// `shutdown` as this worker's connections see it (the token's own checks and waits
     /// take a lock each time).
     pub stopping: Stop,
-    table: RefCell<Rc<Arc<Table>>>,
+    table: RefCell<Own<Table>>,
     /// Service → (registry generation, its endpoints), this worker's own.
-    endpoints: RefCell<foldhash::HashMap<Arc<str>, (u64, Rc<Arc<[Endpoint]>>)>>,
+    endpoints: RefCell<foldhash::HashMap<Arc<str>, Seen>>,
 }
 
 impl Engine {
@@ -72,7 +72,7 @@ impl Engine {
 
     /// The table in force, through this worker's own handle: taking it costs no write to
     /// memory another core uses (the shared `Arc`'s count moves only when the table changes).
-    pub fn table(&self) -> Rc<Arc<Table>> {
+    pub fn table(&self) -> Own<Table> {
         let current = self.gateway.table_now();
         let mut cached = self.table.borrow_mut();
         if !Arc::ptr_eq(&cached, &current) {
@@ -87,7 +87,7 @@ impl Engine {
         &self,
         table: &'t Table,
         route: &'t Route,
-    ) -> Result<(&'t Arc<str>, Rc<Arc<[Endpoint]>>), Problem> {
+    ) -> Result<(&'t Arc<str>, Own<[Endpoint]>), Problem> {
         let name = match &route.target {
             Target::Service(name) => name,
             Target::Url { .. } => {
@@ -110,6 +110,14 @@ impl Engine {
         Ok((name, list))
     }
 }
+
+/// A worker's own handle on something all workers share: cloning it writes nothing the
+/// other cores read (the inner `Arc`'s count would bounce between them on every request).
+#[allow(clippy::redundant_allocation)]
+pub type Own<T> = Rc<Arc<T>>;
+
+/// A service's endpoints as of a registry generation.
+type Seen = (u64, Own<[Endpoint]>);
 
 /// A worker's stop signal: set once by its accept loop, waited for by its idle
 /// connections. Single-threaded, so a wait costs a flag check per poll.
