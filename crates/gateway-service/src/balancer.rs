@@ -86,20 +86,22 @@ pub enum Outcome {
 
 /// The chosen endpoint's index; counts as in flight until dropped.
 #[derive(Debug)]
-pub struct Picked {
+pub struct Picked<'e> {
     pub index: usize,
-    _in_flight: InFlight,
+    _in_flight: InFlight<'e>,
 }
 
-struct InFlight(Arc<Stats>);
+/// Borrowed from the endpoint list the pick came from (a clone of the shared `Arc` per
+/// request would be one more write to memory every worker touches).
+struct InFlight<'e>(&'e Stats);
 
-impl fmt::Debug for InFlight {
+impl fmt::Debug for InFlight<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("InFlight")
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -163,13 +165,13 @@ impl Balancer {
     /// Chooses among `endpoints` of `service`, skipping the indexes in `tried`. Ejected
     /// endpoints are chosen only when no other untried one is left. None when every endpoint
     /// was tried or there is none.
-    pub fn pick(
+    pub fn pick<'e>(
         &self,
         service: &str,
-        endpoints: &[Endpoint],
+        endpoints: &'e [Endpoint],
         tried: &[usize],
         now_ms: u64,
-    ) -> Option<Picked> {
+    ) -> Option<Picked<'e>> {
         let index = if self.policy.load(Ordering::Relaxed) == ROUND_ROBIN {
             if endpoints.is_empty() {
                 return None;
@@ -178,7 +180,7 @@ impl Balancer {
         } else {
             least_requests(endpoints, tried, now_ms)
         }?;
-        let stats = endpoints[index].stats.clone();
+        let stats = &*endpoints[index].stats;
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Picked {
             index,
@@ -430,7 +432,7 @@ mod tests {
     }
 
     /// Holds `count` requests in flight on `index`.
-    fn load(b: &Balancer, eps: &[Endpoint], index: usize, count: usize) -> Vec<Picked> {
+    fn load<'e>(b: &Balancer, eps: &'e [Endpoint], index: usize, count: usize) -> Vec<Picked<'e>> {
         let others: Vec<usize> = (0..eps.len()).filter(|&i| i != index).collect();
         (0..count)
             .map(|_| {

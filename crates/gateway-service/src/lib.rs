@@ -166,6 +166,7 @@ fn serve_on_workers(
             .spawn(move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(metrics::flush)
                     .build()?;
                 // Made on its thread: it holds this worker's own (`Rc`) handles.
                 let engine = engine::Engine::new(parts.0, parts.1, parts.2, parts.3);

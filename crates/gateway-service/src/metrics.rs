@@ -88,30 +88,117 @@ struct Handles {
 
 struct RouteSeries {
     /// Few statuses per route: a list beats a map.
-    by_status: Vec<(u16, Counter)>,
-    duration: Histogram,
+    by_status: Vec<(u16, Tally)>,
+    duration: Samples,
 }
 
 struct UpstreamSeries {
     service: Arc<str>,
-    by_outcome: Vec<(&'static str, Counter)>,
-    duration: Histogram,
+    by_outcome: Vec<(&'static str, Tally)>,
+    duration: Samples,
 }
 
-/// The counter for `key` in a short list, made by `make` the first time.
-fn counter_in<K: PartialEq + Copy>(
-    list: &mut Vec<(K, Counter)>,
+/// What a thread counts before it adds it to the shared series: the series' atomics are
+/// written by every worker, and a write per request would bounce their cache lines between
+/// the cores. Added every `BATCH`, whenever the worker is about to wait for work (`flush`,
+/// from the runtime's park hook) and before `/metrics` is rendered.
+const BATCH: usize = 32;
+
+struct Tally {
+    counter: Counter,
+    pending: u64,
+}
+
+impl Tally {
+    fn add(&mut self) {
+        self.pending += 1;
+        if self.pending >= BATCH as u64 {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            self.counter.increment(self.pending);
+            self.pending = 0;
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+struct Samples {
+    histogram: Histogram,
+    pending: Vec<f64>,
+}
+
+impl Samples {
+    fn new(histogram: Histogram) -> Self {
+        Samples {
+            histogram,
+            pending: Vec::with_capacity(BATCH),
+        }
+    }
+    fn record(&mut self, value: f64) {
+        self.pending.push(value);
+        if self.pending.len() >= BATCH {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        for v in self.pending.drain(..) {
+            self.histogram.record(v);
+        }
+    }
+}
+
+impl Drop for Samples {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The tally for `key` in a short list, made by `make` the first time.
+fn tally_in<K: PartialEq + Copy>(
+    list: &mut Vec<(K, Tally)>,
     key: K,
     make: impl FnOnce() -> Counter,
-) -> &Counter {
+) -> &mut Tally {
     let at = match list.iter().position(|(k, _)| *k == key) {
         Some(at) => at,
         None => {
-            list.push((key, make()));
+            list.push((
+                key,
+                Tally {
+                    counter: make(),
+                    pending: 0,
+                },
+            ));
             list.len() - 1
         }
     };
-    &list[at].1
+    &mut list[at].1
+}
+
+/// Adds what this thread has counted to the shared series.
+pub fn flush() {
+    let _ = HANDLES.try_with(|h| {
+        let Ok(mut h) = h.try_borrow_mut() else {
+            return;
+        };
+        let h = &mut *h;
+        for series in h.routes.values_mut().chain(h.unmatched.as_mut()) {
+            series.by_status.iter_mut().for_each(|(_, t)| t.flush());
+            series.duration.flush();
+        }
+        for series in h.upstreams.values_mut() {
+            series.by_outcome.iter_mut().for_each(|(_, t)| t.flush());
+            series.duration.flush();
+        }
+    });
 }
 
 const MAX_HANDLES: usize = 10_000;
@@ -124,7 +211,7 @@ impl RouteSeries {
     fn new(route: &SharedString) -> Self {
         RouteSeries {
             by_status: Vec::new(),
-            duration: metrics::histogram!(DURATION, "route" => route.clone()),
+            duration: Samples::new(metrics::histogram!(DURATION, "route" => route.clone())),
         }
     }
 }
@@ -152,12 +239,12 @@ pub fn request(route: Option<&Arc<str>>, status: StatusCode, took: Duration) {
                 .unmatched
                 .get_or_insert_with(|| RouteSeries::new(&label())),
         };
-        counter_in(
+        tally_in(
             &mut series.by_status,
             status.as_u16(),
             || metrics::counter!(REQUESTS, "route" => label(), "status" => status_label(status)),
         )
-        .increment(1);
+        .add();
         series.duration.record(took.as_secs_f64());
     });
 }
@@ -171,10 +258,10 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
         let fresh = || UpstreamSeries {
             service: service.clone(),
             by_outcome: Vec::new(),
-            duration: metrics::histogram!(
+            duration: Samples::new(metrics::histogram!(
                 UPSTREAM_DURATION,
                 "service" => SharedString::from(service.clone())
-            ),
+            )),
         };
         // A new instance, or the same id under another service: a new registration.
         if h.upstreams
@@ -186,7 +273,7 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
         let Some(series) = h.upstreams.get_mut(&**instance) else {
             return;
         };
-        counter_in(&mut series.by_outcome, outcome, || {
+        tally_in(&mut series.by_outcome, outcome, || {
             metrics::counter!(
                 UPSTREAM,
                 "service" => SharedString::from(service.clone()),
@@ -194,7 +281,7 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
                 "outcome" => outcome
             )
         })
-        .increment(1);
+        .add();
         series.duration.record(took.as_secs_f64());
     });
 }

@@ -615,7 +615,36 @@ async fn the_public_flow_goes_through_the_gateway(backend: Backend) {
             "{needle} missing from:\n{metrics}"
         );
     }
+    // Exact: every answer counted once, whichever worker thread served it and however its
+    // counts were batched.
+    let unmatched = "gateway_requests_total{route=\"unmatched\",status=\"404\"}";
+    let timed = "gateway_request_duration_seconds_count{route=\"unmatched\"}";
+    let before = (
+        metric_value(&metrics, unmatched),
+        metric_value(&metrics, timed),
+    );
+    for i in 0..45 {
+        let (status, _) = testkit::send(c.get(stack.url(&format!("/nowhere/{i}")))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let metrics = stack.metrics(0).await;
+    assert_eq!(
+        metric_value(&metrics, unmatched),
+        before.0 + 45.0,
+        "{metrics}"
+    );
+    // (the duration counts the first scrape too, answered after it rendered its figures)
+    assert_eq!(metric_value(&metrics, timed), before.1 + 46.0, "{metrics}");
     drop(echo);
+}
+
+/// The value of the series named exactly `series` (0 when absent).
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
