@@ -108,31 +108,25 @@ pub async fn start(
     serve_on_workers(listeners, gateway, own, cors, grace, shutdown)
 }
 
-/// `n` sockets listening on one address (`SO_REUSEPORT`: the kernel spreads connections
-/// over them), taken off this runtime so each worker can serve one on its own.
+/// One listening socket, handed to `n` workers: each waits on it and the first free one
+/// takes the next connection. (Separate `SO_REUSEPORT` sockets would let the kernel's hash
+/// put most of a few busy connections on one worker while the other idles.)
 fn bind_workers(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let mut listeners = Vec::with_capacity(n);
-    let mut addr = addr;
-    for _ in 0..n.max(1) {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }?;
-        socket.set_reuseaddr(true)?;
-        #[cfg(unix)]
-        socket.set_reuseport(true)?;
-        socket
-            .bind(addr)
-            .with_context(|| format!("{NAME}: cannot listen on {addr}"))?;
-        let listener = socket.listen(1024)?;
-        // The others share the port the first one got.
-        addr = listener.local_addr()?;
-        listeners.push(listener.into_std()?);
-        if cfg!(not(unix)) {
-            break;
-        }
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("{NAME}: cannot listen on {addr}"))?;
+    let first = socket.listen(1024)?.into_std()?;
+    let mut listeners = Vec::with_capacity(n.max(1));
+    for _ in 1..n.max(1) {
+        listeners.push(first.try_clone()?);
     }
+    listeners.push(first);
     Ok(listeners)
 }
 

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Where the gateway listens (seed port 8080).
     pub listen: SocketAddr,
-    /// Threads serving requests, each with a runtime and a listening socket of its own
-    /// (`SO_REUSEPORT`), as nginx's workers: no request crosses threads. 0: one per core.
+    /// Threads serving requests, each with a runtime of its own, taking connections from
+    /// one listening socket as nginx's workers do: no request crosses threads. 0: one per
+    /// core.
     pub workers: usize,
     /// Routes, tried by `order`, then as listed; the first whose predicates all match wins.
     pub routes: Vec<RouteDefinition>,
