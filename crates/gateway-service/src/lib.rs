@@ -147,7 +147,9 @@ fn serve_on_workers(
         .local_addr()?;
     tracing::info!(service = NAME, %local_addr, workers = listeners.len(), "listening");
     let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    let (workers, inboxes) = engine::Workers::new(listeners.len());
+    for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
+        let workers = workers.clone();
         // A token of the worker's own: waiters of one token share a lock.
         let parts = (
             gateway.clone(),
@@ -173,6 +175,9 @@ fn serve_on_workers(
                         std::rc::Rc::new(engine),
                         listener,
                         grace,
+                        workers,
+                        i,
+                        inbox,
                     ));
                     served.await.context("gateway worker")?;
                     anyhow::Ok(())

@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -211,34 +212,50 @@ pub(crate) fn is_own_path(path: &str) -> bool {
 
 /// Accepts and serves connections on `listener` until `shutdown`, then gives connections
 /// in flight `grace` to finish. Runs on a single-threaded runtime (connections are local tasks).
-pub async fn serve(engine: Rc<Engine>, listener: TcpListener, grace: Duration) {
+pub async fn serve(
+    engine: Rc<Engine>,
+    listener: TcpListener,
+    grace: Duration,
+    workers: Arc<Workers>,
+    me: usize,
+    mut inbox: Inbox,
+) {
     let active = Rc::new(Cell::new(0usize));
     let idle = Rc::new(tokio::sync::Notify::new());
     let upkeep = tokio::task::spawn_local(pool_upkeep(engine.clone()));
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = engine.shutdown.cancelled() => {
                 engine.stopping.set();
                 break;
             }
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+            Some((stream, peer)) = inbox.recv() => match TcpStream::from_std(stream) {
+                Ok(stream) => (stream, peer),
+                Err(_) => continue,
+            },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match workers.hand_over(me, stream, peer) {
+                    Some(stream) => (stream, peer),
+                    None => continue,
+                },
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
         let active = active.clone();
         let idle = idle.clone();
+        let workers = workers.clone();
         active.set(active.get() + 1);
+        workers.open[me].fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_local(async move {
             connection(&engine, stream, peer).await;
+            workers.open[me].fetch_sub(1, Ordering::Relaxed);
             active.set(active.get() - 1);
             if active.get() == 0 {
                 idle.notify_one();
@@ -261,6 +278,53 @@ pub async fn serve(engine: Rc<Engine>, listener: TcpListener, grace: Duration) {
         }
     }
     upkeep.abort();
+}
+
+/// Connections handed from the worker that accepted them to a less busy one.
+pub type Inbox = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+
+/// What the workers know of each other: how many connections each serves, and how to hand
+/// one a connection. The first free worker accepts (one listening socket); when another
+/// serves fewer connections, it gets the new one, so a few busy keep-alive connections
+/// are spread over the cores rather than left to whichever thread woke first.
+pub struct Workers {
+    open: Vec<std::sync::atomic::AtomicUsize>,
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+}
+
+impl Workers {
+    pub fn new(n: usize) -> (Arc<Workers>, Vec<Inbox>) {
+        let (inboxes, receivers) = (0..n)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let open = (0..n)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        (Arc::new(Workers { open, inboxes }), receivers)
+    }
+
+    /// `stream` back when worker `me` should serve it; None when another took it.
+    fn hand_over(&self, me: usize, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        let mine = self.open[me].load(Ordering::Relaxed);
+        let Some((least, _)) = self
+            .open
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.load(Ordering::Relaxed)))
+            .filter(|&(i, n)| i != me && n < mine)
+            .min_by_key(|&(_, n)| n)
+        else {
+            return Some(stream);
+        };
+        let Ok(std) = stream.into_std() else {
+            return None;
+        };
+        match self.inboxes[least].send((std, peer)) {
+            Ok(()) => None,
+            // That worker has stopped: served here after all.
+            Err(returned) => TcpStream::from_std(returned.0.0).ok(),
+        }
+    }
 }
 
 /// Closes this worker's idle upstream connections that are too old or lead nowhere now.
@@ -445,5 +509,45 @@ pub(crate) async fn own_route(
     match engine.own.clone().oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn stream() -> (TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(TcpStream::connect(addr));
+        let (served, peer) = listener.accept().await.unwrap();
+        drop(client.await.unwrap().unwrap());
+        (served, peer)
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_goes_to_the_worker_serving_fewest() {
+        let (workers, mut inboxes) = Workers::new(3);
+        workers.open[0].store(2, Ordering::Relaxed);
+        workers.open[1].store(1, Ordering::Relaxed);
+        workers.open[2].store(3, Ordering::Relaxed);
+        // Worker 2 accepted it; worker 1 serves fewest.
+        let (s, peer) = stream().await;
+        assert!(workers.hand_over(2, s, peer).is_none());
+        let (_, handed_peer) = inboxes[1].try_recv().unwrap();
+        assert_eq!(handed_peer, peer);
+        assert!(inboxes[0].try_recv().is_err());
+        // Worker 1 accepted it and serves fewest already: it keeps it.
+        let (s, peer) = stream().await;
+        assert!(workers.hand_over(1, s, peer).is_some());
+        // Equal counts: kept where accepted.
+        workers.open[0].store(1, Ordering::Relaxed);
+        let (s, peer) = stream().await;
+        assert!(workers.hand_over(0, s, peer).is_some());
+        // A stopped worker's share is served by the one that accepted it.
+        workers.open[1].store(0, Ordering::Relaxed);
+        drop(inboxes.remove(1));
+        let (s, peer) = stream().await;
+        assert!(workers.hand_over(0, s, peer).is_some());
     }
 }
