@@ -121,6 +121,17 @@ fn scan_bytewise(input: &[u8]) -> Result<Scan, ChunkError> {
     Ok(total)
 }
 
+/// `body` scans as one whole chunked body of `data` payload bytes, fed at once or bytewise.
+fn assert_whole(body: &[u8], data: u64) {
+    assert_eq!(
+        scan_at_once(body).unwrap(),
+        done(body.len(), data),
+        "{:?}",
+        lossy(body)
+    );
+    assert_eq!(scan_bytewise(body).unwrap(), done(body.len(), data));
+}
+
 /// Feeds `input` in two pieces split at `at`, as a relay would: the second call gets what
 /// the first did not consume.
 fn scan_split(input: &[u8], at: usize) -> Result<Scan, ChunkError> {
@@ -1355,13 +1366,7 @@ fn chunk_extensions_are_skipped() {
         b"5;a=\"quoted; value\";b=2\r\nhello\r\n0\r\n\r\n",
         b"5;\r\nhello\r\n0\r\n\r\n",
     ] {
-        assert_eq!(
-            scan_at_once(body).unwrap(),
-            done(body.len(), 5),
-            "{:?}",
-            lossy(body)
-        );
-        assert_eq!(scan_bytewise(body).unwrap(), done(body.len(), 5));
+        assert_whole(body, 5);
     }
 }
 
@@ -1385,13 +1390,7 @@ fn trailers() {
         b"5\r\nhello\r\n0\r\nX-Empty:\r\n\r\n",
         b"5\r\nhello\r\n0;ext\r\nA: b: c\r\n\r\n",
     ] {
-        assert_eq!(
-            scan_at_once(body).unwrap(),
-            done(body.len(), 5),
-            "{:?}",
-            lossy(body)
-        );
-        assert_eq!(scan_bytewise(body).unwrap(), done(body.len(), 5));
+        assert_whole(body, 5);
     }
 }
 

@@ -15,17 +15,8 @@ pub async fn read_more(
     buf: &mut BytesMut,
     limit: Option<Duration>,
 ) -> Result<usize, Failure> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    let read = stream.read_buf(buf);
-    let result = match limit {
-        Some(t) => tokio::time::timeout(t, read)
-            .await
-            .map_err(|_| Failure::Timeout)?,
-        None => read.await,
-    };
-    result.map_err(|_| Failure::Io)
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    read_more_until(stream, buf, deadline).await
 }
 
 /// As `read_more`, by a deadline rather than a duration (no clock read per call).
