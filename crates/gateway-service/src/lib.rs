@@ -150,13 +150,9 @@ fn serve_on_workers(
     let (workers, inboxes) = engine::Workers::new(listeners.len());
     for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
         let workers = workers.clone();
+        let (gateway, own, cors) = (gateway.clone(), own.clone(), cors.clone());
         // A token of the worker's own: waiters of one token share a lock.
-        let parts = (
-            gateway.clone(),
-            own.clone(),
-            cors.clone(),
-            shutdown.child_token(),
-        );
+        let shutdown = shutdown.child_token();
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))
             .spawn(move || -> anyhow::Result<()> {
@@ -165,7 +161,7 @@ fn serve_on_workers(
                     .on_thread_park(metrics::flush)
                     .build()?;
                 // Made on its thread: it holds this worker's own (`Rc`) handles.
-                let engine = engine::Engine::new(parts.0, parts.1, parts.2, parts.3);
+                let engine = engine::Engine::new(gateway, own, cors, shutdown);
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -73,12 +73,12 @@ fn route_label(route: Option<&Arc<str>>) -> SharedString {
     })
 }
 
-/// Handles of this thread's series, so that a request does not look its series up in the
-/// registry (building and hashing their keys) every time. Cleared if it ever grows large
-/// (instances come and go).
 /// Keys are short and come from the settings and the registry: a fast hash will do.
 type Map<K, V> = foldhash::HashMap<K, V>;
 
+/// Handles of this thread's series, so that a request does not look its series up in the
+/// registry (building and hashing their keys) every time. Cleared if it ever grows large
+/// (instances come and go).
 #[derive(Default)]
 struct Handles {
     routes: Map<Arc<str>, RouteSeries>,

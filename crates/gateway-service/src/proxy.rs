@@ -19,7 +19,6 @@ use crate::breaker::Breakers;
 use crate::budget::RetryBudget;
 use crate::metrics as m;
 use crate::ratelimit::{Decision, RateLimiter};
-use crate::routes::{Route, Target};
 use crate::settings::{KeyResolver, LimitSpec, Settings};
 use crate::table::{Table, split_base};
 
@@ -244,21 +243,6 @@ impl Gateway {
 
     pub fn budget(&self) -> &RetryBudget {
         &self.budget
-    }
-
-    /// The service a route leads to and its endpoints now.
-    pub async fn endpoints_for(
-        &self,
-        table: &Table,
-        route: &Route,
-    ) -> Result<(Arc<str>, Arc<[Endpoint]>), Problem> {
-        match &route.target {
-            Target::Service(name) => Ok((name.clone(), self.endpoints_of(name).await?)),
-            Target::Url { .. } => Ok((
-                route.id.clone(),
-                table.fixed_endpoints(route).ok_or_else(Problem::internal)?,
-            )),
-        }
     }
 
     /// Ids of every endpoint in use (registry views and fixed URLs).

@@ -114,7 +114,7 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find(&self.head, &self.fields, name)
     }
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn headers(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
         self.fields
             .iter()
             .map(|f| (text(&self.head, f.name), bytes_of(&self.head, f.value)))
@@ -131,7 +131,7 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find(&self.head, &self.fields, name)
     }
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn headers(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
         self.fields
             .iter()
             .map(|f| (text(&self.head, f.name), bytes_of(&self.head, f.value)))

@@ -18,7 +18,7 @@ use super::{Engine, own_route, status_line, write_problem, write_response};
 use crate::balancer::Outcome;
 use crate::headers;
 use crate::metrics as m;
-use crate::ratelimit::Decision;
+use crate::ratelimit::{self, Decision};
 use crate::routes::{self, Matched};
 use crate::table::Table;
 
@@ -412,12 +412,11 @@ async fn proxy<'t>(
         empty_headers()
     };
     let client_ip = if peer_trusted {
-        let hops: Vec<&[u8]> = request
+        let hops = request
             .headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-            .map(|(_, v)| v)
-            .collect();
-        gateway.client_ip(peer_ip, hops.into_iter())
+            .map(|(_, v)| v);
+        gateway.client_ip(peer_ip, hops)
     } else {
         peer_ip
     };
@@ -546,11 +545,13 @@ async fn proxy<'t>(
     let send_limit = table.settings.client_send_timeout();
     let mut tried = [0usize; 12];
     let mut n_tried = 0;
-    let mut first = true;
     let failure: Problem = loop {
         // The clock read for the breaker serves the first attempt.
-        let now = if first { now } else { gateway.now_ms() };
-        first = false;
+        let now = if trail.attempts == 0 {
+            now
+        } else {
+            gateway.now_ms()
+        };
         let Some(picked) = gateway
             .balancer()
             .pick(service, &endpoints, &tried[..n_tried], now)
@@ -1049,37 +1050,15 @@ fn client_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The rate-limit fields as header lines (Spring Cloud Gateway's names).
+/// The rate-limit fields as header lines.
 fn limit_header_lines(spec: &crate::settings::LimitSpec, decision: &Decision, out: &mut Vec<u8>) {
-    let remaining = match decision {
-        Decision::Allowed { remaining } => *remaining,
-        Decision::Limited { .. } => 0,
-        Decision::Unavailable => -1,
-    };
     let mut n = itoa::Buffer::new();
-    wire::header(
-        out,
-        b"x-ratelimit-remaining",
-        n.format(remaining).as_bytes(),
-    );
-    wire::header(
-        out,
-        b"x-ratelimit-replenish-rate",
-        n.format(spec.replenish_rate).as_bytes(),
-    );
-    wire::header(
-        out,
-        b"x-ratelimit-burst-capacity",
-        n.format(spec.burst_capacity).as_bytes(),
-    );
-    wire::header(
-        out,
-        b"x-ratelimit-requested-tokens",
-        n.format(spec.requested_tokens).as_bytes(),
-    );
+    for (name, value) in ratelimit::header_fields(spec, decision) {
+        wire::header(out, name.as_str().as_bytes(), n.format(value).as_bytes());
+    }
 }
 
-/// The request's fields as a map (for predicates reading them and trusted proxies' hops).
+/// The request's fields as a map (for route predicates that read them).
 fn header_map(request: &Request) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in request.headers() {

@@ -125,7 +125,7 @@ type Seen = (u64, Own<[Endpoint]>);
 #[derive(Default)]
 pub struct Stop {
     stopped: Cell<bool>,
-    waiters: std::cell::RefCell<Waiters>,
+    waiters: RefCell<Waiters>,
 }
 
 #[derive(Default)]
@@ -220,7 +220,6 @@ pub async fn serve(
     me: usize,
     mut inbox: Inbox,
 ) {
-    let active = Rc::new(Cell::new(0usize));
     let idle = Rc::new(tokio::sync::Notify::new());
     let upkeep = tokio::task::spawn_local(pool_upkeep(engine.clone()));
     loop {
@@ -248,31 +247,29 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
-        let active = active.clone();
         let idle = idle.clone();
         let workers = workers.clone();
-        active.set(active.get() + 1);
         workers.open[me].fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_local(async move {
             connection(&engine, stream, peer).await;
-            workers.open[me].fetch_sub(1, Ordering::Relaxed);
-            active.set(active.get() - 1);
-            if active.get() == 0 {
+            // The last one here: a shutdown waiting for this worker's connections may end.
+            if workers.open[me].fetch_sub(1, Ordering::Relaxed) == 1 {
                 idle.notify_one();
             }
         });
     }
     drop(listener);
-    if active.get() > 0 {
+    let active = || workers.open[me].load(Ordering::Relaxed);
+    if active() > 0 {
         let wait = async {
-            while active.get() > 0 {
+            while active() > 0 {
                 idle.notified().await;
             }
         };
         if tokio::time::timeout(grace, wait).await.is_err() {
             tracing::warn!(
                 service = crate::NAME,
-                connections = active.get(),
+                connections = active(),
                 "connections still open after the shutdown grace period; closing them"
             );
         }

@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderName;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{LimitSpec, LimiterBackend, RateLimitSettings};
@@ -158,27 +158,19 @@ fn spec_works(spec: &LimitSpec) -> bool {
 
 /// Spring Cloud Gateway's headers for an answer under `spec`: X-RateLimit-Remaining (0 when
 /// limited, -1 when unknown), X-RateLimit-Replenish-Rate, X-RateLimit-Burst-Capacity,
-/// X-RateLimit-Requested-Tokens. Inserted into `out` (replacing). Runs on every request: no
-/// allocation beyond the header values.
-pub fn write_headers(spec: &LimitSpec, decision: &Decision, out: &mut HeaderMap) {
+/// X-RateLimit-Requested-Tokens, with their values. Runs on every request: no allocation.
+pub fn header_fields(spec: &LimitSpec, decision: &Decision) -> [(HeaderName, i64); 4] {
     let remaining = match decision {
         Decision::Allowed { remaining } => *remaining,
         Decision::Limited { .. } => 0,
         Decision::Unavailable => -1,
     };
-    out.insert(REMAINING_HEADER, HeaderValue::from(remaining));
-    out.insert(
-        REPLENISH_RATE_HEADER,
-        HeaderValue::from(spec.replenish_rate),
-    );
-    out.insert(
-        BURST_CAPACITY_HEADER,
-        HeaderValue::from(spec.burst_capacity),
-    );
-    out.insert(
-        REQUESTED_TOKENS_HEADER,
-        HeaderValue::from(spec.requested_tokens),
-    );
+    [
+        (REMAINING_HEADER, remaining),
+        (REPLENISH_RATE_HEADER, i64::from(spec.replenish_rate)),
+        (BURST_CAPACITY_HEADER, i64::from(spec.burst_capacity)),
+        (REQUESTED_TOKENS_HEADER, i64::from(spec.requested_tokens)),
+    ]
 }
 
 /// Logs at most one warning per `INTERVAL`, telling how many went unlogged in between.
@@ -284,6 +276,8 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
+
+    use http::{HeaderMap, HeaderValue};
 
     use super::test_support::*;
     use super::*;
@@ -464,6 +458,12 @@ mod tests {
         let limiter = RateLimiter::new(&settings).expect("redis limiter");
         assert_eq!(limiter.backend(), LimiterBackend::Redis);
         assert_eq!(memory().backend(), LimiterBackend::Memory);
+    }
+
+    fn write_headers(spec: &LimitSpec, decision: &Decision, out: &mut HeaderMap) {
+        for (name, value) in header_fields(spec, decision) {
+            out.insert(name, HeaderValue::from(value));
+        }
     }
 
     fn header(out: &HeaderMap, name: &str) -> String {
