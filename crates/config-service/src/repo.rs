@@ -1,0 +1,173 @@
+//! Where the configuration files are: a git repository (label = branch, tag or commit id;
+//! `version` = the commit served) or a plain folder (no labels, no version).
+//!
+//! Files are read from git's objects, never from a working tree, so any number of labels
+//! are served at once and a half-edited file in a checkout is never seen.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Why a label could not be served.
+#[derive(Debug)]
+pub enum Error {
+    /// No branch, tag or commit by that name.
+    UnknownLabel(String),
+    /// The repository cannot be read.
+    Unreadable(String),
+}
+
+/// The files of one label, as served.
+pub struct Snapshot<'r> {
+    pub label: Option<String>,
+    pub version: Option<String>,
+    tree: Tree<'r>,
+}
+
+enum Tree<'r> {
+    Git(&'r Git, git2::Oid),
+    Folder(&'r Path),
+}
+
+pub enum Backend {
+    Git(Git),
+    Folder(PathBuf),
+}
+
+pub struct Git {
+    repo: Mutex<git2::Repository>,
+    default_label: String,
+}
+
+fn lock(repo: &Mutex<git2::Repository>) -> std::sync::MutexGuard<'_, git2::Repository> {
+    repo.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Backend {
+    pub fn git(path: &Path, default_label: &str) -> Result<Self, Error> {
+        let repo = git2::Repository::open(path)
+            .map_err(|e| Error::Unreadable(format!("{}: {}", path.display(), e.message())))?;
+        Ok(Self::Git(Git {
+            repo: Mutex::new(repo),
+            default_label: default_label.to_owned(),
+        }))
+    }
+
+    /// Where property source names start (`file:<path>`, as Spring names local ones).
+    pub fn location(&self) -> String {
+        match self {
+            Self::Git(g) => {
+                let repo = lock(&g.repo);
+                let dir = repo.workdir().unwrap_or_else(|| repo.path());
+                format!("file:{}", dir.display())
+            }
+            Self::Folder(p) => format!("file:{}", p.display()),
+        }
+    }
+
+    /// The files of `label` (the default label when `None`).
+    pub fn snapshot(&self, label: Option<&str>) -> Result<Snapshot<'_>, Error> {
+        match self {
+            Self::Folder(path) => Ok(Snapshot {
+                label: label.map(str::to_owned),
+                version: None,
+                tree: Tree::Folder(path),
+            }),
+            Self::Git(git) => {
+                let wanted = label.unwrap_or(&git.default_label);
+                let (oid, name) = git.resolve(wanted)?;
+                Ok(Snapshot {
+                    label: Some(name),
+                    version: Some(oid.to_string()),
+                    tree: Tree::Git(git, oid),
+                })
+            }
+        }
+    }
+
+    /// For readiness: the repository opens and its default label resolves.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::Folder(p) if p.is_dir() => Ok(()),
+            Self::Folder(p) => Err(format!("{} is not a folder", p.display())),
+            Self::Git(g) => g
+                .resolve(&g.default_label)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+impl Git {
+    /// A branch, then a tag, then a commit id; `main` and `master` stand in for each other
+    /// (clients that send no label ask for `master`).
+    fn resolve(&self, label: &str) -> Result<(git2::Oid, String), Error> {
+        let repo = lock(&self.repo);
+        let mut tries = vec![label.to_owned()];
+        match label {
+            "main" => tries.push("master".into()),
+            "master" => tries.push("main".into()),
+            _ => {}
+        }
+        for name in &tries {
+            for full in [
+                format!("refs/heads/{name}"),
+                format!("refs/tags/{name}"),
+                format!("refs/remotes/origin/{name}"),
+            ] {
+                if !git2::Reference::is_valid_name(&full) {
+                    continue;
+                }
+                if let Ok(r) = repo.find_reference(&full)
+                    && let Ok(commit) = r.peel_to_commit()
+                {
+                    return Ok((commit.id(), label.to_owned()));
+                }
+            }
+        }
+        // A commit id, whole or abbreviated (hex only: no revision syntax from outside).
+        if (4..=40).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(object) = repo.revparse_single(label)
+            && let Ok(commit) = object.peel_to_commit()
+        {
+            return Ok((commit.id(), label.to_owned()));
+        }
+        Err(Error::UnknownLabel(label.to_owned()))
+    }
+
+    fn read(&self, commit: git2::Oid, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let repo = lock(&self.repo);
+        let unreadable = |e: git2::Error| Error::Unreadable(e.message().to_owned());
+        let tree = repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(unreadable)?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return Ok(None);
+        }
+        let blob = repo.find_blob(entry.id()).map_err(unreadable)?;
+        Ok(Some(blob.content().to_vec()))
+    }
+}
+
+impl Snapshot<'_> {
+    /// The file at `path` (relative, `/`-separated), if there is one.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        if path.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Ok(None);
+        }
+        match &self.tree {
+            Tree::Git(git, oid) => git.read(*oid, path),
+            Tree::Folder(root) => match std::fs::read(root.join(path)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+                Err(e) => Err(Error::Unreadable(e.to_string())),
+            },
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! config-service over HTTP against a real git repository made with the git command line:
+//! precedence, labels (branch, tag, commit, `(_)`), the v2 media type, `{cipher}` values
+//! and the encryption endpoints.
+
+use std::path::Path;
+use std::process::Command;
+
+use config_service::Settings;
+use platform::settings::Common;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@x",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn spawn(dir: &Path, key: &str) -> App {
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        path: Some(dir.to_path_buf()),
+        encrypt: config_service::settings::EncryptSettings {
+            key: key.into(),
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    let shutdown = CancellationToken::new();
+    let serving = config_service::start(settings, &Common::default(), shutdown.clone())
+        .await
+        .expect("config-service starts");
+    App {
+        base: format!("http://{}", serving.local_addr),
+        http: reqwest::Client::new(),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+impl App {
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn names(env: &Value) -> Vec<String> {
+    env["propertySources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["name"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn environments_follow_springs_precedence_and_labels() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    write(dir, "application.yml", "a: app\nshared: 1\n");
+    write(dir, "foo.yml", "a: foo\nlist: [x, y]\n");
+    write(dir, "foo-dev.yml", "a: foo-dev\n");
+    write(
+        dir,
+        "application-db.properties",
+        "a=app-db\ndb.url=jdbc:x\n",
+    );
+    write(dir, "bar.yml", "a: bar\n");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "first"]);
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["tag", "v1"]);
+    git(dir, &["checkout", "-qb", "feature/x"]);
+    write(dir, "foo.yml", "a: feature\n");
+    git(dir, &["commit", "-qam", "feature"]);
+    git(dir, &["checkout", "-q", "main"]);
+    write(dir, "foo.yml", "a: foo2\n");
+    git(dir, &["commit", "-qam", "second"]);
+    let second = git(dir, &["rev-parse", "HEAD"]);
+    // An uncommitted edit is never served.
+    write(dir, "foo.yml", "a: dirty\n");
+    let app = spawn(dir, "").await;
+
+    let (status, env) = app.get("/foo/dev,db").await;
+    assert_eq!(status, StatusCode::OK, "{env}");
+    assert_eq!(env["name"], "foo");
+    assert_eq!(env["profiles"], serde_json::json!(["dev", "db"]));
+    assert_eq!(env["label"], "main");
+    assert_eq!(env["version"], second.as_str());
+    assert_eq!(
+        names(&env),
+        [
+            "application-db.properties",
+            "foo-dev.yml",
+            "foo.yml",
+            "application.yml"
+        ],
+        "the last profile first, the application before `application`"
+    );
+    assert_eq!(env["propertySources"][2]["source"]["a"], "foo2");
+
+    // Labels: a tag, a commit, a branch with `/` written as `(_)` or percent-encoded.
+    let (_, tagged) = app.get("/foo/default/v1").await;
+    assert_eq!(tagged["version"], first.as_str());
+    assert_eq!(tagged["propertySources"][0]["source"]["list[1]"], "y");
+    let (_, by_commit) = app.get(&format!("/foo/default/{}", &first[..10])).await;
+    assert_eq!(by_commit["version"], first.as_str());
+    let (_, branch) = app.get("/foo/default/feature(_)x").await;
+    assert_eq!(branch["propertySources"][0]["source"]["a"], "feature");
+    let (_, branch) = app.get("/foo/default/feature%2Fx").await;
+    assert_eq!(branch["propertySources"][0]["source"]["a"], "feature");
+    let (_, master) = app.get("/foo/default/master").await;
+    assert_eq!(
+        master["version"],
+        second.as_str(),
+        "master falls back to main"
+    );
+
+    // Unknown label: 404 problem; unknown application: 200 with only the shared files.
+    let res = app
+        .http
+        .get(format!("{}/foo/default/nope", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let (status, none) = app.get("/nobody/default").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(names(&none), ["application.yml"]);
+    let (status, _) = app.get("/foo/default/HEAD~1").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no revision syntax from outside"
+    );
+
+    // The v2 media type carries each value's origin.
+    let v2: Value = app
+        .http
+        .get(format!("{}/foo/dev", app.base))
+        .header(
+            "accept",
+            "application/vnd.spring-cloud.config-server.v2+json",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value = &v2["propertySources"][0]["source"]["a"];
+    assert_eq!(value["value"], "foo-dev");
+    assert!(value["origin"].as_str().unwrap().ends_with("foo-dev.yml"));
+}
+
+#[tokio::test]
+async fn cipher_values_open_and_the_encryption_endpoints_answer() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    // Made by the JDK's JCE with key `s3cret` (tests/data/java-cipher.txt).
+    let java = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/java-cipher.txt"
+    ))
+    .unwrap();
+    let (hex, plain) = java.trim().split_once(' ').unwrap();
+    write(
+        dir,
+        "foo.yml",
+        &format!("db:\n  password: '{{cipher}}{hex}'\n  other: '{{cipher}}00ff'\n"),
+    );
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "secret"]);
+    let app = spawn(dir, "s3cret").await;
+    let (_, env) = app.get("/foo/default").await;
+    let source = &env["propertySources"][0]["source"];
+    assert_eq!(source["db.password"], plain);
+    assert_eq!(source["invalid.db.other"], "<n/a>");
+    assert!(source.get("db.other").is_none());
+
+    let (status, body) = app.get("/encrypt/status").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("OK"))
+    );
+    let url = |p: &str| format!("{}{p}", app.base);
+    let hex = app
+        .http
+        .post(url("/encrypt"))
+        .body("秘密")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let back = app
+        .http
+        .post(url("/decrypt"))
+        .body(hex.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.text().await.unwrap(), "秘密");
+    // curl -d posts a form: the trailing `=` is not part of the text.
+    let form = app
+        .http
+        .post(url("/decrypt"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("{hex}="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.text().await.unwrap(), "秘密");
+    let bad = app
+        .http
+        .post(url("/decrypt"))
+        .body("not-hex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.headers()["content-type"], "application/problem+json");
+
+    let keyless = spawn(dir, "").await;
+    let (status, body) = keyless.get("/encrypt/status").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NO_KEY"))
+    );
+    let (_, env) = keyless.get("/foo/default").await;
+    assert!(
+        env["propertySources"][0]["source"]["db.password"]
+            .as_str()
+            .unwrap()
+            .starts_with("{cipher}"),
+        "without a key the value goes to the client as it is"
+    );
+}
