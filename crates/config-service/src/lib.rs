@@ -43,8 +43,18 @@ impl Config {
             .clone()
             .unwrap_or_else(|| common.data_dir.join("config-repo"));
         let backend = match settings.backend {
-            settings::BackendKind::Git => repo::Backend::git(&path, &settings.default_label)
-                .map_err(|e| anyhow::anyhow!("{NAME}: cannot open the repository: {e:?}"))?,
+            settings::BackendKind::Git => {
+                if repo::create_if_missing(&path, &settings.default_label).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{NAME}: cannot create the repository {}: {e}",
+                        path.display()
+                    )
+                })? {
+                    tracing::info!(path = %path.display(), "created the configuration repository");
+                }
+                repo::Backend::git(&path, &settings.default_label)
+                    .map_err(|e| anyhow::anyhow!("{NAME}: cannot open the repository: {e:?}"))?
+            }
             settings::BackendKind::Folder => repo::Backend::Folder(path),
         };
         let key = if settings.encrypt.key.is_empty() {

@@ -171,3 +171,42 @@ impl Snapshot<'_> {
         }
     }
 }
+
+/// The files a new repository starts with: PromptFlow's own shared settings, ready to edit
+/// and commit.
+const STARTER: &[(&str, &str)] = &[(
+    "application.yml",
+    "# Settings every PromptFlow service reads from config-service (Spring Cloud Config\n\
+     # layout: application.yml for all, <service>.yml and <service>-<profile>.yml for one).\n\
+     # Edit, then commit: the commit id is the `version` config-service serves.\n\
+     log:\n  level: info\n",
+)];
+
+/// Makes `path` a git repository on branch `branch` holding the starter files, when it does
+/// not exist yet. An existing folder is never touched.
+pub fn create_if_missing(path: &Path, branch: &str) -> anyhow::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(path)?;
+    let mut options = git2::RepositoryInitOptions::new();
+    options.initial_head(branch);
+    let repo = git2::Repository::init_opts(path, &options)?;
+    let mut index = repo.index()?;
+    for (name, text) in STARTER {
+        std::fs::write(path.join(name), text)?;
+        index.add_path(Path::new(name))?;
+    }
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let me = git2::Signature::now("PromptFlow", "promptflow@localhost")?;
+    repo.commit(
+        Some("HEAD"),
+        &me,
+        &me,
+        "PromptFlow's starter settings",
+        &tree,
+        &[],
+    )?;
+    Ok(true)
+}

@@ -52,6 +52,8 @@ enum ServiceName {
     Discovery,
     #[value(name = "gateway-service", alias = "gateway")]
     Gateway,
+    #[value(name = "config-service", alias = "config")]
+    Config,
 }
 
 /// Every setting, by section. Services not built yet have no section.
@@ -68,6 +70,7 @@ struct Settings {
     discovery: DiscoverySettings,
     discovery_service: discovery_service::Settings,
     gateway: gateway_service::Settings,
+    config_service: config_service::Settings,
 }
 
 /// Password hashing allocates ~19 MiB at a time. glibc raises its mmap threshold after such
@@ -160,6 +163,9 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 format!("creating the data folder {}", common.data_dir.display())
             })?;
             tracing::info!(data_dir = %common.data_dir.display(), "starting every service in one process");
+            // config-service first, as in Spring Cloud: the others may read from it.
+            let config =
+                config_service::start(settings.config_service, &common, shutdown.clone()).await?;
             let discovery =
                 discovery_service::start(settings.discovery_service, &common, shutdown.clone())
                     .await?;
@@ -186,6 +192,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             )
             .await?;
             vec![
+                (config_service::NAME, config),
                 (discovery_service::NAME, discovery),
                 (user_service::NAME, user),
                 (business_service::NAME, business),
@@ -227,6 +234,12 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 Some(reload_gateway),
             )
             .await?,
+        )],
+        Command::Serve {
+            service: ServiceName::Config,
+        } => vec![(
+            config_service::NAME,
+            config_service::start(settings.config_service, &common, shutdown.clone()).await?,
         )],
         Command::Serve {
             service: ServiceName::Discovery,

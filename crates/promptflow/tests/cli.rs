@@ -96,12 +96,14 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
         .env("PROMPTFLOW_BUSINESS__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_GATEWAY__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_CONFIG_SERVICE__LISTEN", "127.0.0.1:0")
         .env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096")
         .spawn()
         .expect("promptflow starts");
     let addrs = wait_for_services(
         &mut child,
         &[
+            "config-service",
             "discovery-service",
             "user-service",
             "business-service",
@@ -115,10 +117,23 @@ fn up_serves_on_a_fresh_data_folder_and_stops_on_sigterm() {
         // Every service registers with the discovery service of the same process.
         eventually_registered(
             &addrs["discovery-service"],
-            &["BUSINESS-SERVICE", "GATEWAY-SERVICE", "USER-SERVICE"],
+            &["BUSINESS-SERVICE", "CONFIG-SERVICE", "GATEWAY-SERVICE", "USER-SERVICE"],
         )
         .await;
         let client = reqwest::Client::new();
+        // config-service made the data folder's settings repository on first start.
+        let settings: serde_json::Value = client
+            .get(format!("http://{}/user-service/default", addrs["config-service"]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(settings["label"], "main");
+        assert_eq!(settings["version"].as_str().map(str::len), Some(40), "{settings}");
+        assert_eq!(settings["propertySources"][0]["source"]["log.level"], "info");
+        assert!(data.path().join("config-repo/.git").is_dir());
         let ready: serde_json::Value = client
             .get(format!("http://{addr}/health/ready"))
             .send()
