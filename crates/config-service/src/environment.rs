@@ -318,3 +318,192 @@ mod tests {
         assert_eq!(src["plain"], 3);
     }
 }
+
+/// The merged view of an environment (`/{application}-{profiles}.yml` and the like): every
+/// key once, the first source's value winning, `${key}` / `${key:default}` resolved from the
+/// merged keys when `resolve`.
+pub fn merged(env: &Environment, resolve: bool) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for source in env.property_sources.iter().rev() {
+        for (k, v) in &source.source {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if resolve {
+        let lookup = out.clone();
+        for value in out.values_mut() {
+            if let Value::String(s) = value {
+                *s = placeholders(s, &lookup, 0);
+            }
+        }
+    }
+    out
+}
+
+/// Spring's placeholder syntax, nested defaults included; an unknown key with no default
+/// stays as written, and a cycle stops after a few rounds.
+fn placeholders(
+    text: &str,
+    lookup: &std::collections::BTreeMap<String, Value>,
+    depth: u8,
+) -> String {
+    if depth > 8 || !text.contains("${") {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let body = &rest[start + 2..];
+        // The matching `}`, counting nested `${`.
+        let (mut level, mut end) = (1usize, None);
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+                level += 1;
+                i += 1;
+            } else if bytes[i] == b'}' {
+                level -= 1;
+                if level == 0 {
+                    end = Some(i);
+                    break;
+                }
+            }
+            i += 1;
+        }
+        let Some(end) = end else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &body[..end];
+        let (key, default) = match inner.find(':') {
+            Some(c) => (&inner[..c], Some(&inner[c + 1..])),
+            None => (inner, None),
+        };
+        let key = placeholders(key, lookup, depth + 1);
+        match (lookup.get(&key), default) {
+            (Some(v), _) => {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push_str(&placeholders(&v, lookup, depth + 1));
+            }
+            (None, Some(d)) => out.push_str(&placeholders(d, lookup, depth + 1)),
+            (None, None) => out.push_str(&rest[start..start + 2 + end + 1]),
+        }
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Flat keys back into a tree (`a.b` → `{a: {b}}`, `l[0]` → a list), for the YAML and JSON
+/// views. A key that is both a value and a parent keeps the parent.
+pub fn tree(flat: &std::collections::BTreeMap<String, Value>) -> Value {
+    let mut root = Value::Object(Map::new());
+    for (key, value) in flat {
+        let mut node = &mut root;
+        let parts = split_key(key);
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            node = match part {
+                Part::Name(name) => {
+                    if !node.is_object() {
+                        *node = Value::Object(Map::new());
+                    }
+                    let Value::Object(map) = node else { break };
+                    let slot = map.entry(name.clone()).or_insert(Value::Null);
+                    if last && !slot.is_object() && !slot.is_array() {
+                        *slot = value.clone();
+                    }
+                    slot
+                }
+                Part::Index(n) => {
+                    if !node.is_array() {
+                        *node = Value::Array(Vec::new());
+                    }
+                    let Value::Array(list) = node else { break };
+                    // Bounded: a hostile `l[99999999]` must not allocate a huge list.
+                    if *n > 10_000 {
+                        break;
+                    }
+                    while list.len() <= *n {
+                        list.push(Value::Null);
+                    }
+                    let slot = &mut list[*n];
+                    if last && !slot.is_object() && !slot.is_array() {
+                        *slot = value.clone();
+                    }
+                    slot
+                }
+            };
+        }
+    }
+    root
+}
+
+enum Part {
+    Name(String),
+    Index(usize),
+}
+
+fn split_key(key: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut name = String::new();
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !name.is_empty() {
+                    parts.push(Part::Name(std::mem::take(&mut name)));
+                }
+            }
+            '[' => {
+                if !name.is_empty() {
+                    parts.push(Part::Name(std::mem::take(&mut name)));
+                }
+                let inside: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                match inside.parse::<usize>() {
+                    Ok(n) => parts.push(Part::Index(n)),
+                    Err(_) => parts.push(Part::Name(inside)),
+                }
+            }
+            c => name.push(c),
+        }
+    }
+    if !name.is_empty() {
+        parts.push(Part::Name(name));
+    }
+    parts
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_trees() {
+        let mut flat = std::collections::BTreeMap::new();
+        flat.insert("host".to_owned(), Value::from("db"));
+        flat.insert(
+            "url".to_owned(),
+            Value::from("pg://${host}:${port:5432}/${missing}"),
+        );
+        flat.insert("loop".to_owned(), Value::from("${loop}"));
+        flat.insert("l[1].n".to_owned(), Value::from(2));
+        flat.insert("l[0]".to_owned(), Value::from("a"));
+        let lookup = flat.clone();
+        assert_eq!(
+            placeholders("pg://${host}:${port:5432}/${missing}", &lookup, 0),
+            "pg://db:5432/${missing}"
+        );
+        assert_eq!(placeholders("${loop}", &lookup, 0), "${loop}");
+        assert_eq!(placeholders("${nope:${host}}", &lookup, 0), "db");
+        let t = tree(&flat);
+        assert_eq!(t["l"][0], "a");
+        assert_eq!(t["l"][1]["n"], 2);
+        assert_eq!(t["host"], "db");
+    }
+}

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use platform::Problem;
-use platform::extract::RawBody;
+use platform::extract::{Query, RawBody};
 use serde_json::json;
 
 use crate::{Config, Error};
@@ -21,6 +21,7 @@ pub fn routes(config: Arc<Config>) -> Router {
         .route("/encrypt/status", get(status))
         .route("/encrypt", post(encrypt))
         .route("/decrypt", post(decrypt))
+        .route("/{file}", get(view))
         .route("/{application}/{profiles}", get(environment))
         .route("/{application}/{profiles}/{label}", get(labelled))
         .with_state(config)
@@ -42,9 +43,82 @@ fn list(s: &str) -> Vec<String> {
 async fn environment(
     State(config): State<Arc<Config>>,
     Path((application, profiles)): Path<(String, String)>,
+    Query(query): Query<ViewQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    // `/{label}/{application}-{profiles}.yml` has the same shape (as in Spring).
+    if let Some((name, profiles, ext)) = view_file(&profiles) {
+        let label = segment(&application);
+        return render(config, &name, &profiles, Some(label), ext, &query).await;
+    }
     answer(config, &application, &profiles, None, &headers).await
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct ViewQuery {
+    resolve_placeholders: Option<bool>,
+}
+
+async fn view(
+    State(config): State<Arc<Config>>,
+    Path(file): Path<String>,
+    Query(query): Query<ViewQuery>,
+) -> Result<Response, Problem> {
+    let Some((name, profiles, ext)) = view_file(&file) else {
+        return Err(Problem::not_found("no resource lives at this path"));
+    };
+    render(config, &name, &profiles, None, ext, &query).await
+}
+
+/// `{application}-{profiles}.{yml|yaml|properties|json}`: the application is everything
+/// before the last `-` (as Spring's pattern matches); with no `-`, the `default` profile.
+fn view_file(file: &str) -> Option<(String, String, &'static str)> {
+    let (stem, ext) = file.rsplit_once('.')?;
+    let ext = ["yml", "yaml", "properties", "json"]
+        .into_iter()
+        .find(|e| *e == ext)?;
+    Some(match stem.rsplit_once('-') {
+        Some((name, profiles)) if !name.is_empty() && !profiles.is_empty() => {
+            (name.to_owned(), profiles.to_owned(), ext)
+        }
+        _ => (stem.to_owned(), "default".to_owned(), ext),
+    })
+}
+
+async fn render(
+    config: Arc<Config>,
+    application: &str,
+    profiles: &str,
+    label: Option<String>,
+    ext: &str,
+    query: &ViewQuery,
+) -> Result<Response, Problem> {
+    let env = load(config, application, profiles, label).await?;
+    let flat = crate::environment::merged(&env, query.resolve_placeholders.unwrap_or(true));
+    let (kind, body) = match ext {
+        "properties" => {
+            let mut out = String::new();
+            for (k, v) in &flat {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+            ("text/plain", out)
+        }
+        "json" => (
+            "application/json",
+            crate::environment::tree(&flat).to_string(),
+        ),
+        _ => (
+            "text/plain",
+            serde_norway::to_string(&crate::environment::tree(&flat))
+                .map_err(|_| Problem::internal())?,
+        ),
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
 }
 
 async fn labelled(
@@ -69,6 +143,32 @@ async fn answer(
     label: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, Problem> {
+    let env = load(config, application, profiles, label).await?;
+    let v2 = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(V2));
+    let mut body = serde_json::to_value(&env).map_err(|_| Problem::internal())?;
+    if v2 && let Some(sources) = body["propertySources"].as_array_mut() {
+        for source in sources {
+            let name = source["name"].clone();
+            if let Some(map) = source["source"].as_object_mut() {
+                for value in map.values_mut() {
+                    *value = json!({ "value": value.take(), "origin": name });
+                }
+            }
+        }
+    }
+    let kind = if v2 { V2 } else { "application/json" };
+    Ok(([(header::CONTENT_TYPE, kind)], body.to_string()).into_response())
+}
+
+async fn load(
+    config: Arc<Config>,
+    application: &str,
+    profiles: &str,
+    label: Option<String>,
+) -> Result<crate::environment::Environment, Problem> {
     let applications: Vec<String> = list(&segment(application));
     let profiles = list(profiles);
     if applications.is_empty() || profiles.is_empty() {
@@ -91,44 +191,25 @@ async fn answer(
     })
     .await
     .map_err(|_| Problem::internal())?;
-    let env = match result {
-        Ok(env) => env,
-        Err(Error::Repo(crate::repo::Error::UnknownLabel(l))) => {
-            return Err(Problem::not_found(format!(
-                "no branch, tag or commit is called `{l}`"
-            )));
-        }
+    match result {
+        Ok(env) => Ok(env),
+        Err(Error::Repo(crate::repo::Error::UnknownLabel(l))) => Err(Problem::not_found(format!(
+            "no branch, tag or commit is called `{l}`"
+        ))),
         Err(Error::Repo(crate::repo::Error::Unreadable(e))) => {
             tracing::error!(error = %e, "the configuration repository cannot be read");
-            return Err(Problem::not_found(
+            Err(Problem::not_found(
                 "the configuration repository cannot be read",
-            ));
+            ))
         }
         Err(Error::Parse(e)) => {
             tracing::warn!(file = %e.file, reason = %e.reason, "a configuration file does not parse");
-            return Err(Problem::unavailable(format!(
+            Err(Problem::unavailable(format!(
                 "{} does not parse: {}",
                 e.file, e.reason
-            )));
-        }
-    };
-    let v2 = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(V2));
-    let mut body = serde_json::to_value(&env).map_err(|_| Problem::internal())?;
-    if v2 && let Some(sources) = body["propertySources"].as_array_mut() {
-        for source in sources {
-            let name = source["name"].clone();
-            if let Some(map) = source["source"].as_object_mut() {
-                for value in map.values_mut() {
-                    *value = json!({ "value": value.take(), "origin": name });
-                }
-            }
+            )))
         }
     }
-    let kind = if v2 { V2 } else { "application/json" };
-    Ok(([(header::CONTENT_TYPE, kind)], body.to_string()).into_response())
 }
 
 async fn status(State(config): State<Arc<Config>>) -> Response {

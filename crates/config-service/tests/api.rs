@@ -281,3 +281,48 @@ async fn cipher_values_open_and_the_encryption_endpoints_answer() {
         "without a key the value goes to the client as it is"
     );
 }
+
+#[tokio::test]
+async fn merged_views_resolve_placeholders() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    write(dir, "application.yml", "host: db\nport: 5432\n");
+    write(
+        dir,
+        "gateway-service-dev.yml",
+        "url: 'pg://${host}:${port}/${name:x}'\nlist: [a, b]\nport: 6543\n",
+    );
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "views"]);
+    let app = spawn(dir, "").await;
+    let text = |p: &str| {
+        let url = format!("{}{p}", app.base);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let props = text("/gateway-service-dev.properties").await;
+    assert_eq!(
+        props,
+        "host: db\nlist[0]: a\nlist[1]: b\nport: 6543\nurl: pg://db:6543/x\n"
+    );
+    let json: Value = serde_json::from_str(&text("/main/gateway-service-dev.json").await).unwrap();
+    assert_eq!(json["list"][1], "b");
+    assert_eq!(json["port"], 6543);
+    let yaml = text("/gateway-service-dev.yml?resolvePlaceholders=false").await;
+    assert!(
+        yaml.contains("url: pg://${host}:${port}/${name:x}"),
+        "{yaml}"
+    );
+    let res = app
+        .http
+        .get(format!("{}/nope/gateway-service-dev.yml", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "an unknown label in a view"
+    );
+}
