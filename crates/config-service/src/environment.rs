@@ -38,10 +38,8 @@ pub struct ParseError {
 
 const EXTENSIONS: [&str; 3] = ["properties", "yml", "yaml"];
 
-/// The file names searched for `applications` and `profiles`, highest precedence first,
-/// each with the profile a YAML document must be active for (`None`: any document whose
-/// activation the profiles satisfy).
-pub fn candidates(applications: &[String], profiles: &[String]) -> Vec<(String, Option<String>)> {
+/// The file names searched for `applications` and `profiles`, highest precedence first.
+pub fn candidates(applications: &[String], profiles: &[String]) -> Vec<String> {
     let mut names = vec!["application".to_owned()];
     for app in applications {
         if !names.contains(app) {
@@ -52,13 +50,13 @@ pub fn candidates(applications: &[String], profiles: &[String]) -> Vec<(String, 
     for profile in profiles.iter().rev() {
         for name in names.iter().rev() {
             for ext in EXTENSIONS {
-                out.push((format!("{name}-{profile}.{ext}"), Some(profile.clone())));
+                out.push(format!("{name}-{profile}.{ext}"));
             }
         }
     }
     for name in names.iter().rev() {
         for ext in EXTENSIONS {
-            out.push((format!("{name}.{ext}"), None));
+            out.push(format!("{name}.{ext}"));
         }
     }
     out
@@ -268,7 +266,6 @@ mod tests {
     fn candidates_are_in_springs_order() {
         let c: Vec<String> = candidates(&s(&["foo"]), &s(&["dev", "db"]))
             .into_iter()
-            .map(|(n, _)| n)
             .filter(|n| n.ends_with(".yml"))
             .collect();
         assert_eq!(
@@ -340,6 +337,14 @@ pub fn merged(env: &Environment, resolve: bool) -> std::collections::BTreeMap<St
     out
 }
 
+/// A value as text: strings as they are, numbers and booleans as JSON writes them.
+pub fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Spring's placeholder syntax, nested defaults included; an unknown key with no default
 /// stays as written, and a cycle stops after a few rounds.
 fn placeholders(
@@ -383,13 +388,7 @@ fn placeholders(
         };
         let key = placeholders(key, lookup, depth + 1);
         match (lookup.get(&key), default) {
-            (Some(v), _) => {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                out.push_str(&placeholders(&v, lookup, depth + 1));
-            }
+            (Some(v), _) => out.push_str(&placeholders(&as_text(v), lookup, depth + 1)),
             (None, Some(d)) => out.push_str(&placeholders(d, lookup, depth + 1)),
             (None, None) => out.push_str(&rest[start..start + 2 + end + 1]),
         }

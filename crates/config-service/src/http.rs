@@ -1,5 +1,6 @@
-//! The HTTP API: environments (`/{application}/{profiles}[/{label}]`, plain and v2 JSON)
-//! and `/encrypt`, `/decrypt`, `/encrypt/status`.
+//! The HTTP API: environments (`/{application}/{profiles}[/{label}]`, plain and v2 JSON),
+//! their merged views (`/[{label}/]{application}-{profiles}.yml` and the like) and
+//! `/encrypt`, `/decrypt`, `/encrypt/status`.
 
 use std::sync::Arc;
 
@@ -100,11 +101,7 @@ async fn render(
         "properties" => {
             let mut out = String::new();
             for (k, v) in &flat {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                out.push_str(&format!("{k}: {v}\n"));
+                out.push_str(&format!("{k}: {}\n", crate::environment::as_text(v)));
             }
             ("text/plain", out)
         }

@@ -91,7 +91,7 @@ impl Config {
     ) -> Result<Environment, Error> {
         let snapshot = self.backend.snapshot(label).map_err(Error::Repo)?;
         let mut sources = Vec::new();
-        for (file, _) in environment::candidates(applications, profiles) {
+        for file in environment::candidates(applications, profiles) {
             for dir in self.dirs(applications) {
                 let path = if dir.is_empty() {
                     file.clone()

@@ -2,7 +2,6 @@
 //! for an application, two profiles and a branch label from config-service.
 //! `scripts/test` installs the package (tests/interop/package-lock.json).
 
-use std::path::Path;
 use std::process::Command;
 
 use config_service::Settings;
@@ -10,26 +9,8 @@ use platform::settings::Common;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@x",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod support;
+use support::git;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_config_client_reads_two_profiles_on_a_branch() {
