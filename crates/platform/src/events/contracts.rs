@@ -16,6 +16,34 @@ pub const PROMPT_CREATED: &str = "prompt.created";
 pub const PROMPT_UPDATED: &str = "prompt.updated";
 pub const PROMPT_DELETED: &str = "prompt.deleted";
 pub const DATA_SYNC: &str = "data.sync";
+pub const CONFIG_REFRESH: &str = "config.refresh";
+
+/// `config.refresh`: config-service saw a change (a new commit on a label, or a git host's
+/// webhook on `/monitor`); every process serving one of `destination` reads its settings
+/// again. Not behind an outbox: a lost announcement is made good by each client's poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRefresh {
+    /// Application names (`gateway-service`), or `*` for all (`application*.yml` changed).
+    pub destination: Vec<String>,
+    /// The label (branch or tag) that moved, when known.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The commit now served for `label`, when known.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The changed files, relative to the repository's root.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+impl ConfigRefresh {
+    /// Is `application` one of the destinations?
+    pub fn concerns(&self, application: &str) -> bool {
+        self.destination
+            .iter()
+            .any(|d| d == "*" || d == "**" || d == application)
+    }
+}
 
 /// `user.registered`: an account was created. With a `deadline`, user-service waits for
 /// the library (registration saga) and business-service must not provision after it.
