@@ -86,7 +86,8 @@ pub fn router(gateway: Arc<Gateway>, common: &Common) -> Router {
 }
 
 /// Builds the gateway and serves it on `settings.listen` until `shutdown`; re-reads its
-/// settings with `reload` every `reload_interval_secs` and on SIGHUP.
+/// settings with `reload` every `reload_interval_secs`, on SIGHUP and when `common.live`
+/// announces a change.
 pub async fn start(
     settings: Settings,
     common: &Common,
@@ -103,7 +104,11 @@ pub async fn start(
     let gateway = build(settings, common, reload).await?;
     let own = router(gateway.clone(), common);
     let listeners = bind_workers(listen, workers)?;
-    tokio::spawn(maintain(gateway.clone(), shutdown.clone()));
+    tokio::spawn(maintain(
+        gateway.clone(),
+        common.live.subscribe(),
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(common.http.shutdown_grace_secs);
     serve_on_workers(listeners, gateway, own, cors, grace, shutdown)
 }
@@ -199,8 +204,13 @@ fn serve_on_workers(
 }
 
 /// Upkeep every few seconds (gauges, forgotten tokens and instances, the rate limiter's
-/// own upkeep), and the settings read again when due or on SIGHUP.
-async fn maintain(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+/// own upkeep), and the settings read again when due, on SIGHUP, and at once when
+/// config-service changed them (`changes`).
+async fn maintain(
+    gateway: Arc<Gateway>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
     let mut hangup = hangups();
     let mut limiter = gateway.limiter();
     let mut limiter_upkeep = shutdown.child_token();
@@ -215,6 +225,7 @@ async fn maintain(gateway: Arc<Gateway>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => false,
             Some(()) = hangup.recv() => true,
+            Ok(()) = changes.changed() => true,
         };
         n += 1;
         let every = gateway.table().settings.reload_interval_secs;

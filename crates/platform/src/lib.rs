@@ -2,10 +2,12 @@
 
 pub mod auth;
 pub mod clock;
+pub mod config_client;
 pub mod db;
 pub mod discovery;
 pub mod events;
 pub mod extract;
+pub mod live;
 pub mod metrics;
 pub mod problem;
 pub mod server;

@@ -1,5 +1,6 @@
-//! Settings in layers: built-in defaults (each type's `Default`) < a YAML file < environment
-//! variables `PROMPTFLOW_<SECTION>__<KEY>` (double underscore between levels).
+//! Settings in layers: built-in defaults (each type's `Default`) < what config-service
+//! serves (see `config_client`) < a YAML file < environment variables
+//! `PROMPTFLOW_<SECTION>__<KEY>` (double underscore between levels).
 //!
 //! Every settings struct denies unknown fields, so a misspelt key, in the file or in the
 //! environment, stops the start with a message that names it, as does a value of the wrong
@@ -26,7 +27,22 @@ pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, SettingsError> {
+    load_layered(None, file, env)
+}
+
+/// As [`load`], with `overlay` (what config-service serves, as a tree) between the
+/// defaults and the file: a value set on the host pins it.
+pub fn load_layered<T: DeserializeOwned>(
+    overlay: Option<&serde_json::Value>,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, SettingsError> {
     let mut builder = config::Config::builder();
+    if let Some(tree) = overlay {
+        let source = config::Config::try_from(tree)
+            .map_err(|e| SettingsError(format!("from config-service: {e}")))?;
+        builder = builder.add_source(source);
+    }
     if let Some(path) = file {
         if !path.exists() {
             return Err(SettingsError(format!(
@@ -151,6 +167,8 @@ pub struct Common {
     pub events: crate::events::EventBus,
     /// This process's view of the service registry (`lb://service/...` URLs resolve by it).
     pub discovery: crate::discovery::Discovery,
+    /// Feature switches and the signal that settings changed (config-service's refresh).
+    pub live: crate::live::Live,
 }
 
 impl Default for Common {
@@ -160,6 +178,7 @@ impl Default for Common {
             http: HttpSettings::default(),
             events: crate::events::EventBus::default(),
             discovery: crate::discovery::Discovery::default(),
+            live: crate::live::Live::default(),
         }
     }
 }
@@ -237,6 +256,40 @@ mod tests {
             "a numeric-looking value still reads as text"
         );
         assert_eq!(top.http.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn config_service_sits_under_the_file_and_the_environment() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "http:\n  shutdown_grace_secs: 3").unwrap();
+        let overlay = serde_json::json!({
+            "http": {"shutdown_grace_secs": 9, "request_timeout_secs": "7", "body_limit": 1},
+            "name": "remote"
+        });
+        let top: Top = load_layered(
+            Some(&overlay),
+            Some(file.path()),
+            env(&[("PROMPTFLOW_HTTP__BODY_LIMIT", "4096")]),
+        )
+        .unwrap();
+        assert_eq!(
+            top.http.shutdown_grace_secs, 3,
+            "the file beats config-service"
+        );
+        assert_eq!(
+            top.http.body_limit, 4096,
+            "the environment beats config-service"
+        );
+        assert_eq!(
+            top.http.request_timeout_secs, 7,
+            "config-service beats defaults, text read as a number as .properties give it"
+        );
+        assert_eq!(top.name, "remote");
+        let bad = serde_json::json!({"http": {"body_limt": 1}});
+        let err = load_layered::<Top>(Some(&bad), None, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("body_limt"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,20 @@ pub fn escape_markup(text: &str) -> String {
     out
 }
 
+/// Percent-encodes one URL path segment (everything but unreserved characters), e.g. an
+/// instance id holding `:` or `/`, or a config label.
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,12 +1,14 @@
 //! `promptflow`: the one binary. `up` runs every service in one process on SQLite;
 //! `serve <service>` runs one service, for the split deployment.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use platform::config_client::{ConfigClient, ConfigClientSettings, Overlay};
 use platform::discovery::{Discovery, DiscoverySettings, Registration};
 use platform::events::{EventBus, EventSettings};
 use platform::server::Serving;
@@ -71,6 +73,74 @@ struct Settings {
     discovery_service: discovery_service::Settings,
     gateway: gateway_service::Settings,
     config_service: config_service::Settings,
+    /// Where this process reads its shared settings (config-service).
+    config_client: ConfigClientSettings,
+    /// Feature switches (see `platform::live::features`), changed live.
+    features: BTreeMap<String, bool>,
+}
+
+/// The sections config-service may set. The rest of what it serves is not PromptFlow's
+/// (Spring keys in an `application.yml` shared with Java services) or not for it to say
+/// (where to read config from, the config server's own settings, the data folder).
+const REMOTE_SECTIONS: &[&str] = &[
+    "log",
+    "http",
+    "events",
+    "user",
+    "business",
+    "discovery",
+    "discovery_service",
+    "gateway",
+    "features",
+];
+
+/// Sections applied live when config-service changes them; the rest wait for a restart.
+const LIVE_PREFIXES: &[&str] = &["log.level", "features.", "gateway."];
+
+/// The settings' layers: defaults < config-service's overlay < the file < the environment.
+/// The overlay changes when config-service announces a change; the gateway reads through
+/// this too, so its live reload sees it.
+#[derive(Clone)]
+struct Sources {
+    file: Option<PathBuf>,
+    overlay: Arc<std::sync::RwLock<Option<serde_json::Value>>>,
+}
+
+impl Sources {
+    fn load(&self) -> Result<Settings, platform::settings::SettingsError> {
+        let overlay = self
+            .overlay
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        platform::settings::load_layered(overlay.as_ref(), self.file.as_deref(), std::env::vars())
+    }
+
+    /// Lays `tree` under the local settings; returns the tree it replaced.
+    fn set_overlay(&self, tree: Option<serde_json::Value>) -> Option<serde_json::Value> {
+        let tree = tree.map(|t| match t {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter(|(k, _)| REMOTE_SECTIONS.contains(&k.as_str()))
+                    .collect(),
+            ),
+            _ => serde_json::Value::Object(Default::default()),
+        });
+        std::mem::replace(
+            &mut *self
+                .overlay
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            tree,
+        )
+    }
+
+    fn overlay(&self) -> Option<serde_json::Value> {
+        self.overlay
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Password hashing allocates ~19 MiB at a time. glibc raises its mmap threshold after such
@@ -119,33 +189,89 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
-    settings
-        .events
-        .check()
-        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
-    settings
-        .discovery
-        .check()
-        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+async fn run(cli: Cli, local: Settings) -> anyhow::Result<()> {
+    check(&local)?;
+    let shutdown = platform::server::shutdown_on_signal();
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or(local.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let sources = Sources {
+        file: cli.config.clone(),
+        overlay: Default::default(),
+    };
+    // config-service first, as in Spring Cloud: the others read their settings from it.
+    // In one process it shares the in-process bus its announcements travel on.
+    let mut events = None;
+    let mut config_serving = None;
+    let (client_settings, applications) = match cli.command {
+        Command::Up => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+            tracing::info!(data_dir = %data_dir.display(), "starting every service in one process");
+            let bus = EventBus::new(&local.events);
+            let common = Common {
+                events: bus.clone(),
+                data_dir: data_dir.clone(),
+                http: local.http.clone(),
+                ..Common::default()
+            };
+            let serving =
+                config_service::start(local.config_service.clone(), &common, shutdown.clone())
+                    .await?;
+            let mut client = local.config_client.clone();
+            if client.uri.is_empty() {
+                client.uri = format!("http://{}", loopback(serving.local_addr));
+            }
+            events = Some(bus);
+            config_serving = Some(serving);
+            (
+                client,
+                vec![
+                    discovery_service::NAME,
+                    user_service::NAME,
+                    business_service::NAME,
+                    gateway_service::NAME,
+                ],
+            )
+        }
+        Command::Serve {
+            service: ServiceName::Config,
+        } => (ConfigClientSettings::default(), vec![]),
+        Command::Serve { service } => (local.config_client.clone(), vec![service.name()]),
+    };
+    let client = ConfigClient::new(&client_settings, &applications);
+    let (settings, first) = match &client {
+        Some(client) => first_reading(client, &sources, local).await?,
+        None => (local, None),
+    };
+    check(&settings)?;
+    if let Err(e) = platform::telemetry::set_level(&settings.log.level) {
+        tracing::warn!(error = %e, "log.level from config-service is not applied");
+    }
     let mut discovery_settings = settings.discovery;
     // The gateway reads its section again when the settings change.
-    let config_file = cli.config.clone();
-    let reload_gateway: gateway_service::Reload = Arc::new(move || {
-        platform::settings::load::<Settings>(config_file.as_deref(), std::env::vars())
-            .map(|s| s.gateway)
-            .map_err(|e| e.to_string())
-    });
-    let shutdown = platform::server::shutdown_on_signal();
+    let reader = sources.clone();
+    let reload_gateway: gateway_service::Reload =
+        Arc::new(move || reader.load().map(|s| s.gateway).map_err(|e| e.to_string()));
     let mut common = Common {
-        events: EventBus::new(&settings.events),
-        data_dir: cli
-            .data_dir
-            .or(settings.data_dir)
-            .unwrap_or_else(|| PathBuf::from("data")),
+        events: events.unwrap_or_else(|| EventBus::new(&settings.events)),
+        data_dir,
         http: settings.http,
         discovery: Discovery::new(discovery_settings.clone()),
+        live: Default::default(),
     };
+    common.live.set_features(settings.features.clone());
+    if let Some(client) = client {
+        tokio::spawn(watch_config(
+            client,
+            common.clone(),
+            sources.clone(),
+            first,
+            shutdown.clone(),
+        ));
+    }
     // `up` points its services at its own discovery-service once that listens.
     // A discovery node does not read the registry from itself (Eureka's
     // `fetchRegistry: false` for servers).
@@ -159,13 +285,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
     let services: Vec<(&str, Serving)> = match cli.command {
         Command::Up => {
-            std::fs::create_dir_all(&common.data_dir).with_context(|| {
-                format!("creating the data folder {}", common.data_dir.display())
-            })?;
-            tracing::info!(data_dir = %common.data_dir.display(), "starting every service in one process");
-            // config-service first, as in Spring Cloud: the others may read from it.
-            let config =
-                config_service::start(settings.config_service, &common, shutdown.clone()).await?;
+            let config = config_serving.context("config-service started first")?;
             let discovery =
                 discovery_service::start(settings.discovery_service, &common, shutdown.clone())
                     .await?;
@@ -262,6 +382,130 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let result = wait_all(services, shutdown).await;
     deregistered(registrations).await;
     result
+}
+
+fn check(settings: &Settings) -> anyhow::Result<()> {
+    settings
+        .events
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    settings
+        .discovery
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))
+}
+
+impl ServiceName {
+    fn name(self) -> &'static str {
+        match self {
+            Self::User => user_service::NAME,
+            Self::Business => business_service::NAME,
+            Self::Discovery => discovery_service::NAME,
+            Self::Gateway => gateway_service::NAME,
+            Self::Config => config_service::NAME,
+        }
+    }
+}
+
+/// The settings to start on: config-service's under the local ones. When config-service
+/// cannot be read, or what it serves does not load, the start goes on with the local
+/// settings alone (the watcher keeps trying) unless `config_client.fail_fast`.
+async fn first_reading(
+    client: &ConfigClient,
+    sources: &Sources,
+    local: Settings,
+) -> anyhow::Result<(Settings, Option<Overlay>)> {
+    let fail_fast = client.settings().fail_fast;
+    let uri = client.settings().uri.clone();
+    let overlay = match client.fetch().await {
+        Ok(overlay) => overlay,
+        Err(e) if fail_fast => anyhow::bail!("{e} (config_client.fail_fast is set)"),
+        Err(e) => {
+            tracing::warn!(error = %e, "starting on the local settings alone");
+            return Ok((local, None));
+        }
+    };
+    sources.set_overlay(Some(overlay.tree.clone()));
+    match sources.load() {
+        Ok(settings) => {
+            tracing::info!(%uri, version = overlay.version.as_deref().unwrap_or("-"), "settings read from config-service");
+            applied(overlay.version.as_deref());
+            Ok((settings, Some(overlay)))
+        }
+        Err(e) if fail_fast => Err(anyhow::anyhow!("config-service's settings: {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "config-service's settings do not load; starting on the local settings alone");
+            sources.set_overlay(None);
+            Ok((local, Some(overlay)))
+        }
+    }
+}
+
+/// Applies every change config-service announces: log level and feature switches here,
+/// then tells the services (the gateway reloads its routes and limits). A change that does
+/// not load is refused whole and the settings in force stay.
+async fn watch_config(
+    client: ConfigClient,
+    common: Common,
+    sources: Sources,
+    first: Option<Overlay>,
+    shutdown: CancellationToken,
+) {
+    let bus = common.events.clone();
+    client
+        .watch(
+            &bus,
+            first,
+            move |overlay| {
+                let version = overlay.version.clone();
+                let old = sources.set_overlay(Some(overlay.tree));
+                let settings = match sources.load() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(version = version.as_deref().unwrap_or("-"), error = %e, "config-service's new settings do not load; the settings in force stay");
+                        sources.set_overlay(old);
+                        return;
+                    }
+                };
+                if let Err(e) = platform::telemetry::set_level(&settings.log.level) {
+                    tracing::warn!(error = %e, "log.level is not applied");
+                }
+                common.live.set_features(settings.features);
+                common.live.announce();
+                let empty = serde_json::Value::Object(Default::default());
+                let moved = platform::config_client::changed_keys(
+                    old.as_ref().unwrap_or(&empty),
+                    &sources.overlay().unwrap_or_default(),
+                );
+                let later: Vec<&String> = moved
+                    .iter()
+                    .filter(|k| !LIVE_PREFIXES.iter().any(|p| k.starts_with(p)))
+                    .collect();
+                if !later.is_empty() {
+                    tracing::warn!(settings = ?later, "changed settings that take effect at the next restart");
+                }
+                tracing::info!(version = version.as_deref().unwrap_or("-"), changed = moved.len(), "settings from config-service applied");
+                applied(version.as_deref());
+            },
+            shutdown,
+        )
+        .await;
+}
+
+/// `config_applied_total` and `config_version_info{version}` on `/metrics`: which commit
+/// this process runs on.
+fn applied(version: Option<&str>) {
+    static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(old) = last.take() {
+        metrics::gauge!("config_version_info", "version" => old).set(0.0);
+    }
+    let version = version.unwrap_or("none").to_owned();
+    metrics::gauge!("config_version_info", "version" => version.clone()).set(1.0);
+    metrics::counter!("config_applied_total").increment(1);
+    *last = Some(version);
 }
 
 /// Waits (briefly) for every service to have left the registry.

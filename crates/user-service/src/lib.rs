@@ -133,6 +133,7 @@ pub async fn build(settings: Settings, common: &Common) -> anyhow::Result<AppSta
         settings: Arc::new(settings),
         relay,
         waiters: sagas::Waiters::default(),
+        live: common.live.clone(),
     };
     seed(&state).await?;
     Ok(state)

@@ -43,6 +43,7 @@ impl TestApp {
             },
             events: platform::events::EventBus::default(),
             discovery: Default::default(),
+            live: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let mut users = user_service::Settings {

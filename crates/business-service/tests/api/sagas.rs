@@ -77,6 +77,7 @@ impl System {
             },
             events: EventBus::new(&events),
             discovery: Default::default(),
+            live: Default::default(),
         };
         let port = free_port();
         let mut users = user_service::Settings {

@@ -206,7 +206,7 @@ impl Discovery {
         format!(
             "{}/{}",
             Self::app_url(base, &instance.app),
-            encode_segment(&instance.instance_id)
+            crate::text::encode_path_segment(&instance.instance_id)
         )
     }
 
@@ -483,19 +483,6 @@ fn static_registry(list: &BTreeMap<String, Vec<String>>) -> HashMap<String, Vec<
         .collect()
 }
 
-/// Percent-encodes a path segment (instance ids hold `:`; some hold `/`).
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,7 +563,10 @@ mod tests {
 
     #[test]
     fn instance_ids_are_encoded_in_paths() {
-        assert_eq!(encode_segment("127.0.0.1:app:80"), "127.0.0.1%3Aapp%3A80");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(
+            crate::text::encode_path_segment("127.0.0.1:app:80"),
+            "127.0.0.1%3Aapp%3A80"
+        );
+        assert_eq!(crate::text::encode_path_segment("a/b c"), "a%2Fb%20c");
     }
 }

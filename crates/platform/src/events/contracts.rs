@@ -37,11 +37,12 @@ pub struct ConfigRefresh {
 }
 
 impl ConfigRefresh {
-    /// Is `application` one of the destinations?
+    /// Is `application` one of the destinations? Spring Cloud Bus's `name:**` names one.
     pub fn concerns(&self, application: &str) -> bool {
-        self.destination
-            .iter()
-            .any(|d| d == "*" || d == "**" || d == application)
+        self.destination.iter().any(|d| {
+            let name = d.split(':').next().unwrap_or(d);
+            name == "*" || name == "**" || name == application
+        })
     }
 }
 

@@ -146,6 +146,46 @@ impl Proc {
         }
     }
 
+    /// `promptflow up` on ports chosen by the system, with `env`; returns once all five
+    /// services listen, with their addresses by name (`addr` is the gateway's).
+    pub fn up(data: &Path, env: &[(String, String)]) -> (Proc, BTreeMap<String, String>) {
+        let mut cmd = promptflow();
+        cmd.args(["up", "--data-dir"]).arg(data);
+        for section in [
+            "USER",
+            "BUSINESS",
+            "DISCOVERY_SERVICE",
+            "GATEWAY",
+            "CONFIG_SERVICE",
+        ] {
+            cmd.env(format!("PROMPTFLOW_{section}__LISTEN"), "127.0.0.1:0");
+        }
+        cmd.env("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("promptflow starts");
+        let logs = Arc::new(Mutex::new(VecDeque::new()));
+        let addrs = wait_logging(
+            &mut child,
+            &[
+                "config-service",
+                "discovery-service",
+                "user-service",
+                "business-service",
+                "gateway-service",
+            ],
+            &logs,
+        );
+        let proc = Proc {
+            name: "up".into(),
+            addr: addrs["gateway-service"].clone(),
+            child: Some(child),
+            logs,
+        };
+        (proc, addrs)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

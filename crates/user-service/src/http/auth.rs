@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::{
     Result, account_deleting, account_disabled, account_pending, email_taken, invalid_client,
     invalid_credentials, invalid_refresh_token, login_throttled, refresh_token_reused,
-    registration_failed, username_taken,
+    registration_closed, registration_failed, username_taken,
 };
 use super::views::{TokenPair, UserView};
 use crate::domain::device::DeviceInfo;
@@ -41,6 +41,12 @@ pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<Response> {
+    if !state
+        .live
+        .feature(platform::live::features::REGISTRATION, true)
+    {
+        return Err(registration_closed().into());
+    }
     let username = body.username.trim().to_owned();
     let email = body.email.trim().to_owned();
     let mut checks = Checks::new();

@@ -36,6 +36,15 @@ impl IntoResponse for Error {
 
 // The problems only user-service answers with. Their `type` slugs are part of the API.
 
+pub fn registration_closed() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "registration-closed",
+        "Registration is closed",
+    )
+    .detail("this server does not take new accounts now (feature switch `registration`)")
+}
+
 pub fn username_taken() -> Problem {
     Problem::new(
         StatusCode::CONFLICT,

@@ -31,6 +31,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub relay: platform::events::outbox::Relay,
     pub waiters: crate::sagas::Waiters,
+    /// Feature switches, changed live by config-service.
+    pub live: platform::live::Live,
 }
 
 impl FromRef<AppState> for TokenVerifier {

@@ -47,6 +47,7 @@ pub fn test_common(data_dir: &std::path::Path) -> Common {
         },
         events: platform::events::EventBus::default(),
         discovery: Default::default(),
+        live: Default::default(),
     }
 }
 
