@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod config;
 mod discovery;
 mod events;
 mod gateway;
@@ -142,6 +143,19 @@ enum Bench {
         #[arg(long, value_enum, default_value = "on")]
         gateway_rate_limit: gateway::OnOff,
     },
+    /// config-service: cached environments against uncached ones and `/health`; the time
+    /// from a commit to every service of `promptflow up` having applied it.
+    Config {
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Commits timed from `git commit` to applied.
+        #[arg(long, default_value_t = 10)]
+        commits: u32,
+    },
     /// tokens, me and memory with their defaults.
     All,
 }
@@ -210,6 +224,17 @@ fn main() -> anyhow::Result<()> {
             latency_seconds,
             latency_connections,
             gateway_rate_limit: gateway_rate_limit == gateway::OnOff::On,
+        })),
+        Bench::Config {
+            rounds,
+            seconds,
+            connections,
+            commits,
+        } => runtime.block_on(config::run(config::Options {
+            rounds,
+            seconds,
+            connections,
+            commits,
         })),
         Bench::All => {
             tokens::run(5, 1.0)?;
