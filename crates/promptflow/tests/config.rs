@@ -162,3 +162,115 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     })
     .await;
 }
+
+/// A repository at `dir` on branch `main` with `files` committed.
+fn repository(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = Command::new("git")
+        .args(["init", "--quiet", "--initial-branch=main"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    commit(dir, files, "first settings");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_services_read_config_service_at_start_and_hear_commits_over_rabbitmq() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    repository(
+        &repo,
+        &[("user-service.yml", "features:\n  registration: false\n")],
+    );
+    let rabbit = testkit::RabbitNamespace::new(&[]);
+    let events = support::env(&[
+        ("PROMPTFLOW_EVENTS__TRANSPORT", "rabbitmq"),
+        ("PROMPTFLOW_EVENTS__URL", &testkit::rabbitmq_url()),
+        ("PROMPTFLOW_EVENTS__EXCHANGE", &rabbit.exchange),
+        ("PROMPTFLOW_EVENTS__QUEUE_PREFIX", &rabbit.queue_prefix),
+    ]);
+    let mut env = events.clone();
+    env.extend(support::env(&[
+        ("PROMPTFLOW_CONFIG_SERVICE__LISTEN", "127.0.0.1:0"),
+        ("PROMPTFLOW_CONFIG_SERVICE__PATH", repo.to_str().unwrap()),
+    ]));
+    let config = tokio::task::block_in_place(|| {
+        Proc::serve("config-service", &dir.path().join("c"), None, &env)
+    });
+    let uri = format!("http://{}", config.addr);
+    let mut env = events.clone();
+    env.extend(support::env(&[
+        ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+        ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+        ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
+        ("PROMPTFLOW_CONFIG_CLIENT__URI", &uri),
+        ("PROMPTFLOW_CONFIG_CLIENT__FAIL_FAST", "true"),
+    ]));
+    let user = tokio::task::block_in_place(|| {
+        Proc::serve("user-service", &dir.path().join("u"), None, &env)
+    });
+    let client = reqwest::Client::new();
+    // Read at start: sign-ups are closed before any change is announced.
+    assert_eq!(sign_up(&client, &user, "erin").await.status(), 403);
+    commit(
+        &repo,
+        &[("user-service.yml", "features:\n  registration: true\n")],
+        "open sign-ups",
+    );
+    let took = within(Duration::from_secs(5), "sign-ups open", async || {
+        sign_up(&client, &user, "frank").await.status() == 201
+    })
+    .await;
+    eprintln!("user-service applied the commit in {took:?}");
+    // A commit for another application is not this process's business: it stays as it is.
+    commit(
+        &repo,
+        &[("business-service.yml", "features:\n  registration: false\n")],
+        "business-service's own switch",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sign_up(&client, &user, "grace").await.status(), 201);
+}
+
+#[test]
+fn fail_fast_refuses_to_start_without_config_service_and_the_default_starts_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = support::promptflow()
+        .args(["serve", "user-service", "--data-dir"])
+        .arg(dir.path())
+        .env("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0")
+        .env("PROMPTFLOW_USER__PROVISION_LIBRARY", "false")
+        .env("PROMPTFLOW_CONFIG_CLIENT__URI", &uri)
+        .env("PROMPTFLOW_CONFIG_CLIENT__FAIL_FAST", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config-service") && stderr.contains("fail_fast"),
+        "{stderr}"
+    );
+
+    let started = Proc::serve(
+        "user-service",
+        dir.path(),
+        None,
+        &support::env(&[
+            ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+            ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+            ("PROMPTFLOW_CONFIG_CLIENT__URI", &uri),
+        ]),
+    );
+    assert!(
+        started
+            .logs()
+            .iter()
+            .any(|l| l.contains("starting on the local settings alone")),
+        "{:?}",
+        started.logs()
+    );
+}
