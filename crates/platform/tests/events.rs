@@ -478,3 +478,86 @@ async fn rabbitmq_outage_and_relay_crash_mid_stream_lose_nothing_and_repeat_noth
     shutdown.cancel();
     link.cut.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_a_foreign_message_reaches_whoever_listens_on_its_exchange() {
+    use lapin::options::{ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions};
+    let broker = Broker::new(RABBIT);
+    let exchange = format!("{}.springCloudBus", broker.settings.exchange);
+    let bus = EventBus::new(&broker.settings);
+    let connection = lapin::Connection::connect(RABBIT, Default::default())
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)");
+    let channel = connection.create_channel().await.unwrap();
+    // The exchange does not exist yet: publishing declares it, as a Java service would.
+    bus.publish_foreign(&platform::events::Foreign {
+        exchange: &exchange,
+        routing_key: "springCloudBus",
+        content_type: "application/json",
+        body: b"{}",
+    })
+    .await
+    .unwrap();
+    // A Spring Cloud Stream consumer: an exclusive queue bound with `#`.
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let body = br#"{"type":"RefreshRemoteApplicationEvent","destinationService":"foo:**"}"#;
+    bus.publish_foreign(&platform::events::Foreign {
+        exchange: &exchange,
+        routing_key: "springCloudBus",
+        content_type: "application/json",
+        body,
+    })
+    .await
+    .unwrap();
+    let got = channel
+        .basic_get(queue.name().clone(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message arrived");
+    assert_eq!(got.delivery.data, body.to_vec());
+    let props = &got.delivery.properties;
+    assert_eq!(
+        props.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let headers = props.headers().as_ref().expect("headers");
+    assert!(
+        headers.inner().contains_key("contentType"),
+        "Spring Cloud Stream reads the type from the contentType header: {headers:?}"
+    );
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    // In process there is no broker and no one else: nothing to do, and no error.
+    EventBus::default()
+        .publish_foreign(&platform::events::Foreign {
+            exchange: "springCloudBus",
+            routing_key: "springCloudBus",
+            content_type: "application/json",
+            body,
+        })
+        .await
+        .unwrap();
+}

@@ -46,6 +46,22 @@ impl ConfigRefresh {
     }
 }
 
+/// Spring Cloud Bus's exchange (a Spring Cloud Stream destination) and the routing key its
+/// producers use.
+pub const SPRING_CLOUD_BUS: &str = "springCloudBus";
+
+/// Spring Cloud Bus's `RefreshRemoteApplicationEvent` as Jackson writes it, so Java
+/// services on the same broker refresh too. `destination` is `name:**`, or `**` for all.
+pub fn spring_refresh_event(origin: &str, destination: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "RefreshRemoteApplicationEvent",
+        "timestamp": crate::clock::now().timestamp_millis(),
+        "originService": origin,
+        "destinationService": destination,
+        "id": Uuid::new_v4().to_string(),
+    })
+}
+
 /// `user.registered`: an account was created. With a `deadline`, user-service waits for
 /// the library (registration saga) and business-service must not provision after it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

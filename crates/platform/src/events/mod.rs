@@ -277,6 +277,15 @@ impl EventSettings {
     }
 }
 
+/// A message outside PromptFlow's envelope, for [`EventBus::publish_foreign`].
+#[derive(Debug, Clone, Copy)]
+pub struct Foreign<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
 /// What became of one published event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -346,6 +355,15 @@ impl EventBus {
         match &self.inner {
             Inner::Memory(bus) => bus.publish(events, &self.settings).await,
             Inner::Rabbit(bus) => bus.publish(events).await,
+        }
+    }
+
+    /// Publishes a message of another system (Spring Cloud Bus's refresh events, for Java
+    /// services on the same broker). In process there is no one else to tell: `Ok` at once.
+    pub async fn publish_foreign(&self, message: &Foreign<'_>) -> Result<(), String> {
+        match &self.inner {
+            Inner::Memory(_) => Ok(()),
+            Inner::Rabbit(bus) => bus.publish_foreign(message).await,
         }
     }
 

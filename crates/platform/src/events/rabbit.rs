@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::topology::{dead_letter_exchange, dead_letter_queue};
 use super::{
-    DEAD_LETTERED, Envelope, EventSettings, Handler, Outcome, PUBLISHED, QUEUES, Subscription,
-    handle_with_retries,
+    DEAD_LETTERED, Envelope, EventSettings, Foreign, Handler, Outcome, PUBLISHED, QUEUES,
+    Subscription, handle_with_retries,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -242,6 +242,53 @@ impl Bus {
             self.forget().await;
         }
         results
+    }
+
+    /// One message in another system's format on its own topic exchange (declared durable,
+    /// as Spring Cloud Stream declares its destinations), with a publisher confirm.
+    pub(super) async fn publish_foreign(&self, message: &Foreign<'_>) -> Result<(), String> {
+        let channel = self.channel().await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let sent = async {
+            channel
+                .exchange_declare(
+                    s(message.exchange),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut headers = FieldTable::default();
+            headers.insert(
+                s("contentType"),
+                AMQPValue::LongString(message.content_type.into()),
+            );
+            channel
+                .basic_publish(
+                    s(message.exchange),
+                    s(message.routing_key),
+                    BasicPublishOptions::default(),
+                    message.body,
+                    BasicProperties::default()
+                        .with_content_type(s(message.content_type))
+                        .with_delivery_mode(2)
+                        .with_headers(headers),
+                )
+                .await?
+                .await
+        }
+        .await;
+        match sent {
+            Ok(Confirmation::Ack(_)) => Ok(()),
+            Ok(_) => Err("RabbitMQ did not confirm the message".into()),
+            Err(e) => {
+                self.forget().await;
+                Err(format!("publishing to RabbitMQ: {e}"))
+            }
+        }
     }
 
     /// Starts a consumer loop; returns once it consumes (or after a while if the broker is
