@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use crate::environment::Environment;
 
 type Key = (String, Vec<String>, Vec<String>);
+/// The entries, and their keys oldest first.
+type Entries = (HashMap<Key, Arc<Environment>>, VecDeque<Key>);
 
 pub struct Cache {
     capacity: usize,
-    entries: Mutex<(HashMap<Key, Arc<Environment>>, VecDeque<Key>)>,
+    entries: Mutex<Entries>,
 }
 
 impl Cache {
@@ -23,7 +25,7 @@ impl Cache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<Key, Arc<Environment>>, VecDeque<Key>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -43,6 +43,13 @@ pub struct Config {
     pub(crate) monitor_secret: String,
 }
 
+/// A plain file as found: where, its bytes, and the commit read (git).
+pub struct PlainFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub version: Option<String>,
+}
+
 /// Why an environment could not be assembled.
 #[derive(Debug)]
 pub enum Error {
@@ -172,7 +179,7 @@ impl Config {
         profiles: &[String],
         label: Option<&str>,
         path: &str,
-    ) -> Result<Option<(String, Vec<u8>, Option<String>)>, Error> {
+    ) -> Result<Option<PlainFile>, Error> {
         let snapshot = self.backend.snapshot(label).map_err(Error::Repo)?;
         let (dir_part, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
         let mut names: Vec<String> = profiles
@@ -194,7 +201,11 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join("/");
                 if let Some(bytes) = snapshot.read(&file).map_err(Error::Repo)? {
-                    return Ok(Some((file, bytes, snapshot.version.clone())));
+                    return Ok(Some(PlainFile {
+                        path: file,
+                        bytes,
+                        version: snapshot.version.clone(),
+                    }));
                 }
             }
         }

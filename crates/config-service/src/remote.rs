@@ -100,3 +100,27 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_is_a_known_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Remote::open(
+            dir.path().join("m"),
+            &RemoteSettings {
+                uri: "https://127.0.0.1:9/none.git".into(),
+                ..RemoteSettings::default()
+            },
+        )
+        .unwrap();
+        let error = remote.fetch().unwrap_err();
+        assert!(!error.contains("unsupported URL protocol"), "{error}");
+        assert!(
+            remote.check().is_err(),
+            "readiness reports the failed fetch"
+        );
+    }
+}

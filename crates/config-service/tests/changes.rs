@@ -228,7 +228,8 @@ async fn rollback_makes_a_new_commit_and_keeps_the_checkout_clean() {
         (json!({"to": c2, "label": "v1"}), StatusCode::CONFLICT),
         (json!({"to": c2, "label": "nope"}), StatusCode::NOT_FOUND),
         (json!({"to": "deadbeef00"}), StatusCode::NOT_FOUND),
-        (json!({"to": "HEAD~1"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"to": "HEAD~1"}), StatusCode::BAD_REQUEST),
+        (json!({"too": c2}), StatusCode::UNPROCESSABLE_ENTITY),
         (
             json!({"to": c2, "scope": "all"}),
             StatusCode::UNPROCESSABLE_ENTITY,
