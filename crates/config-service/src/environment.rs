@@ -219,9 +219,7 @@ pub fn decrypt(sources: &mut [PropertySource], cipher: Option<&Cipher>) {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| (*x).to_owned()).collect()
-    }
+    use crate::strings as s;
 
     #[test]
     fn yaml_is_flattened_as_spring_does() {

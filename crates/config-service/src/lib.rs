@@ -355,3 +355,9 @@ pub async fn run(
     let serving = start(settings, common, shutdown).await?;
     serving.task.await?
 }
+
+/// `["a", "b"]` as owned strings, for the unit tests.
+#[cfg(test)]
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
+}

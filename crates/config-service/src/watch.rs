@@ -280,9 +280,7 @@ fn verify(host: Host, headers: &HeaderMap, body: &[u8], secret: &str) -> Result<
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| (*x).to_owned()).collect()
-    }
+    use crate::strings as s;
 
     #[test]
     fn touched_applications_follow_springs_guess() {

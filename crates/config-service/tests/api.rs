@@ -347,12 +347,8 @@ async fn plain_files_are_served_with_placeholders_resolved() {
 
 #[tokio::test]
 async fn a_new_commit_is_served_at_once_despite_the_cache() {
-    let repo = tempfile::tempdir().unwrap();
+    let repo = support::repository(&[("foo.yml", "a: 1\n")]);
     let dir = repo.path();
-    git(dir, &["init", "-q"]);
-    write(dir, "foo.yml", "a: 1\n");
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-qm", "one"]);
     let app = support::start(
         Settings {
             cache_entries: 4,

@@ -1,7 +1,6 @@
 //! Changes over time against real git repositories made with the git command line: history,
 //! rollback, change announcements (the ref watcher and `/monitor`) and a fetched remote.
 
-use std::path::Path;
 use std::time::Duration;
 
 use config_service::Settings;
@@ -14,13 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{App, git, write};
-
-fn commit(dir: &Path, message: &str) -> String {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-qm", message]);
-    git(dir, &["rev-parse", "HEAD"])
-}
+use support::{App, commit, git, write};
 
 async fn post(
     app: &App,
@@ -247,11 +240,9 @@ async fn rollback_needs_the_admin_and_never_loses_a_concurrent_commit() {
     let dir = repo.path();
     git(dir, &["init", "-q", "--bare"]);
     // A bare repository made by cloning a scratch one: no working tree to keep in step.
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = support::repository(&[("foo.yml", "a: 1\n")]);
     let work = scratch.path();
-    git(work, &["init", "-q"]);
-    write(work, "foo.yml", "a: 1\n");
-    let c1 = commit(work, "one");
+    let c1 = git(work, &["rev-parse", "HEAD"]);
     write(work, "foo.yml", "a: 2\n");
     commit(work, "two");
     git(work, &["push", "-q", dir.to_str().unwrap(), "main"]);
@@ -355,11 +346,8 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConfigRefresh>) -> C
 
 #[tokio::test]
 async fn the_watcher_announces_each_moved_label() {
-    let repo = tempfile::tempdir().unwrap();
+    let repo = support::repository(&[("application.yml", "shared: 1\n")]);
     let dir = repo.path();
-    git(dir, &["init", "-q"]);
-    write(dir, "application.yml", "shared: 1\n");
-    commit(dir, "first");
     let common = Common::default();
     let stop = CancellationToken::new();
     let mut rx = refreshes(&common, &stop).await;
@@ -396,11 +384,8 @@ fn signed(secret: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn monitor_announces_what_a_webhook_names() {
-    let repo = tempfile::tempdir().unwrap();
+    let repo = support::repository(&[("foo.yml", "a: 1\n")]);
     let dir = repo.path();
-    git(dir, &["init", "-q"]);
-    write(dir, "foo.yml", "a: 1\n");
-    commit(dir, "first");
     let common = Common::default();
     let stop = CancellationToken::new();
     let mut rx = refreshes(&common, &stop).await;
@@ -476,11 +461,8 @@ async fn monitor_announces_what_a_webhook_names() {
 
 #[tokio::test]
 async fn a_remote_is_mirrored_and_fetched() {
-    let upstream = tempfile::tempdir().unwrap();
+    let upstream = support::repository(&[("foo.yml", "a: 1\n")]);
     let up = upstream.path();
-    git(up, &["init", "-q"]);
-    write(up, "foo.yml", "a: 1\n");
-    commit(up, "one");
     let local = tempfile::tempdir().unwrap();
     let mirror = local.path().join("mirror");
     let common = Common::default();

@@ -80,3 +80,23 @@ impl App {
         (status, res.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
+
+/// Commits everything in `dir`; the new commit's id.
+#[allow(dead_code)]
+pub fn commit(dir: &Path, message: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// A new repository on `main` whose first commit holds `files`.
+#[allow(dead_code)]
+pub fn repository(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q"]);
+    for (file, text) in files {
+        write(repo.path(), file, text);
+    }
+    commit(repo.path(), "first");
+    repo
+}
