@@ -64,10 +64,13 @@ impl Config {
             .clone()
             .unwrap_or_else(|| common.data_dir.join("config-repo"));
         let remote = match (settings.backend, settings.remote.uri.is_empty()) {
+            (_, true) => None,
             (settings::BackendKind::Git, false) => {
                 Some(remote::Remote::open(path.clone(), &settings.remote)?)
             }
-            _ => None,
+            (settings::BackendKind::Folder, false) => anyhow::bail!(
+                "invalid setting: config_service.remote needs config_service.backend: git"
+            ),
         };
         let backend = match settings.backend {
             // A mirror: the first fetch (at start) fills it.
@@ -103,7 +106,10 @@ impl Config {
             )
         };
         Ok(Self {
-            location: backend.location(),
+            // Sources are named after where they really come from, as Spring names them.
+            location: remote
+                .as_ref()
+                .map_or_else(|| backend.location(), |r| r.uri.clone()),
             backend,
             search_paths: settings.search_paths.clone(),
             cipher,

@@ -337,7 +337,18 @@ async fn refreshes(
     rx
 }
 
-async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConfigRefresh>) -> ConfigRefresh {
+type Refreshes = tokio::sync::mpsc::UnboundedReceiver<ConfigRefresh>;
+
+/// config-service on a bus of its own, and what it announces there.
+async fn announcing(settings: Settings) -> (App, Refreshes, tokio_util::sync::DropGuard) {
+    let common = Common::default();
+    let stop = CancellationToken::new();
+    let rx = refreshes(&common, &stop).await;
+    let app = support::start(settings, &common).await;
+    (app, rx, stop.drop_guard())
+}
+
+async fn next(rx: &mut Refreshes) -> ConfigRefresh {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a refresh event in time")
@@ -348,16 +359,10 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConfigRefresh>) -> C
 async fn the_watcher_announces_each_moved_label() {
     let repo = support::repository(&[("application.yml", "shared: 1\n")]);
     let dir = repo.path();
-    let common = Common::default();
-    let stop = CancellationToken::new();
-    let mut rx = refreshes(&common, &stop).await;
-    let _app = support::start(
-        Settings {
-            watch_interval_ms: 50,
-            ..support::settings(dir)
-        },
-        &common,
-    )
+    let (_app, mut rx, _stop) = announcing(Settings {
+        watch_interval_ms: 50,
+        ..support::settings(dir)
+    })
     .await;
     // Let the watcher take its baseline first.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -373,7 +378,6 @@ async fn the_watcher_announces_each_moved_label() {
     write(dir, "application.yml", "shared: 2\n");
     commit(dir, "everyone");
     assert_eq!(next(&mut rx).await.destination, ["*"]);
-    stop.cancel();
 }
 
 fn signed(secret: &str, body: &[u8]) -> String {
@@ -386,17 +390,11 @@ fn signed(secret: &str, body: &[u8]) -> String {
 async fn monitor_announces_what_a_webhook_names() {
     let repo = support::repository(&[("foo.yml", "a: 1\n")]);
     let dir = repo.path();
-    let common = Common::default();
-    let stop = CancellationToken::new();
-    let mut rx = refreshes(&common, &stop).await;
-    let app = support::start(
-        Settings {
-            watch_interval_ms: 0,
-            monitor_secret: "s3cret".into(),
-            ..support::settings(dir)
-        },
-        &common,
-    )
+    let (app, mut rx, _stop) = announcing(Settings {
+        watch_interval_ms: 0,
+        monitor_secret: "s3cret".into(),
+        ..support::settings(dir)
+    })
     .await;
     let url = app.url("/monitor");
 
@@ -456,7 +454,6 @@ async fn monitor_announces_what_a_webhook_names() {
         rx.try_recv().is_err(),
         "nothing announced for refused calls"
     );
-    stop.cancel();
 }
 
 #[tokio::test]
@@ -465,21 +462,15 @@ async fn a_remote_is_mirrored_and_fetched() {
     let up = upstream.path();
     let local = tempfile::tempdir().unwrap();
     let mirror = local.path().join("mirror");
-    let common = Common::default();
-    let stop = CancellationToken::new();
-    let mut rx = refreshes(&common, &stop).await;
-    let app = support::start(
-        Settings {
-            watch_interval_ms: 50,
-            remote: config_service::settings::RemoteSettings {
-                uri: format!("file://{}", up.display()),
-                fetch_interval_secs: 0,
-                ..Default::default()
-            },
-            ..support::settings(&mirror)
+    let (app, mut rx, _stop) = announcing(Settings {
+        watch_interval_ms: 50,
+        remote: config_service::settings::RemoteSettings {
+            uri: format!("file://{}", up.display()),
+            fetch_interval_secs: 0,
+            ..Default::default()
         },
-        &common,
-    )
+        ..support::settings(&mirror)
+    })
     .await;
     let (status, env) = app.get("/foo/default").await;
     assert_eq!(status, StatusCode::OK, "{env}");
@@ -537,5 +528,4 @@ async fn a_remote_is_mirrored_and_fetched() {
     let (status, ready) = broken.get("/health/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["checks"]["remote"]["status"], "DOWN", "{ready}");
-    stop.cancel();
 }
