@@ -234,6 +234,8 @@ pub enum RollbackError {
     Moved,
     /// A file to restore is modified in the checked-out working tree.
     Dirty(String),
+    /// The remote refused the push (a protected branch, say).
+    Refused(String),
     Git(git2::Error),
 }
 
@@ -316,7 +318,15 @@ pub fn plan(
 
 /// Makes the plan's commit and moves the branch to it if it is still at `plan.base`; when
 /// the branch is checked out, its working tree and index follow for the restored files.
-pub fn apply(repo: &Repository, plan: &Plan, message: &str) -> Result<Oid, RollbackError> {
+/// With `remote` (the repository is its mirror, `plan.branch` a `refs/remotes/origin/`
+/// ref), the commit is pushed instead: a push that is not a fast-forward is refused, which
+/// is the same compare-and-swap.
+pub fn apply(
+    repo: &Repository,
+    plan: &Plan,
+    message: &str,
+    remote: Option<&crate::remote::Remote>,
+) -> Result<Oid, RollbackError> {
     let checked_out = !repo.is_bare()
         && repo
             .find_reference("HEAD")
@@ -337,6 +347,10 @@ pub fn apply(repo: &Repository, plan: &Plan, message: &str) -> Result<Oid, Rollb
     let tree = repo.find_tree(plan.tree)?;
     let parent = repo.find_commit(plan.base)?;
     let commit = repo.commit(None, &me, &me, message, &tree, &[&parent])?;
+    if let Some(remote) = remote {
+        remote.push(repo, commit, &plan.branch)?;
+        return Ok(commit);
+    }
     repo.reference_matching(&plan.branch, commit, true, plan.base, message)
         .map_err(|e| match e.code() {
             git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked => {

@@ -538,11 +538,6 @@ async fn rollback(
     admin(&config, &parts)?;
     let body: RollbackBody = platform::extract::parse_json(&raw_body)?;
     let application = application(&raw)?;
-    if let Some(uri) = config.remote_uri() {
-        return Err(conflict(format!(
-            "the repository is fetched from {uri}; roll back there"
-        )));
-    }
     tokio::task::spawn_blocking(move || {
         let git = config.git().ok_or_else(no_git)?;
         let label = git.label_or_default(body.label.as_deref()).to_owned();
@@ -553,7 +548,7 @@ async fn rollback(
             crate::history::Scope::Repository => None,
         };
         git.with(|repo| {
-            let (branch, base) = branch(repo, &label)?;
+            let (branch, base) = branch(repo, &label, config.remote.is_some())?;
             let to = crate::repo::commit_id(repo, &body.to).ok_or_else(|| {
                 if body.to.len() >= 4 && body.to.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Problem::not_found(format!("no commit `{}`", body.to))
@@ -574,12 +569,17 @@ async fn rollback(
                 crate::history::Scope::Application => format!("Roll back {application} to {short}"),
                 crate::history::Scope::Repository => format!("Roll back the repository to {short}"),
             });
-            let commit = crate::history::apply(repo, &plan, &message).map_err(|e| match e {
+            let commit = crate::history::apply(repo, &plan, &message, config.remote.as_ref())
+                .map_err(|e| match e {
                 crate::history::RollbackError::Moved => {
                     conflict(format!("`{label}` moved meanwhile; look again and retry"))
                 }
                 crate::history::RollbackError::Dirty(p) => conflict(format!(
                     "{p} is modified in the checked-out working tree; commit or discard it first"
+                )),
+                crate::history::RollbackError::Refused(why) => conflict(format!(
+                    "{} refused the rollback: {why}",
+                    config.remote_uri().unwrap_or("the remote")
                 )),
                 crate::history::RollbackError::Git(e) => git_failed(&e),
             })?;
@@ -594,11 +594,20 @@ async fn rollback(
     .map_err(|_| Problem::internal())?
 }
 
-/// The branch `label` names (`refs/heads/...`) and its commit; a tag or commit is a 409
-/// (only branches move), anything else a 404.
-fn branch(repo: &git2::Repository, label: &str) -> Result<(String, git2::Oid), Problem> {
+/// The branch `label` names (`refs/heads/...`, or in a mirror `refs/remotes/origin/...`)
+/// and its commit; a tag or commit is a 409 (only branches move), anything else a 404.
+fn branch(
+    repo: &git2::Repository,
+    label: &str,
+    mirror: bool,
+) -> Result<(String, git2::Oid), Problem> {
+    let prefix = if mirror {
+        "refs/remotes/origin"
+    } else {
+        "refs/heads"
+    };
     for name in crate::repo::spellings(label) {
-        let full = format!("refs/heads/{name}");
+        let full = format!("{prefix}/{name}");
         if git2::Reference::is_valid_name(&full)
             && let Ok(r) = repo.find_reference(&full)
             && let Ok(c) = r.peel_to_commit()

@@ -67,14 +67,11 @@ impl Remote {
         result
     }
 
-    fn try_fetch(&self) -> Result<(), String> {
-        let repo = git2::Repository::open(&self.path).map_err(|e| e.message().to_owned())?;
-        let mut remote = repo
-            .remote_anonymous(&self.uri)
-            .map_err(|e| e.message().to_owned())?;
+    /// Callbacks that answer the remote's question for credentials once.
+    fn callbacks(&self) -> git2::RemoteCallbacks<'_> {
         let mut callbacks = git2::RemoteCallbacks::new();
         let mut tries = 0;
-        callbacks.credentials(|_url, _user, _allowed| {
+        callbacks.credentials(move |_url, _user, _allowed| {
             // libgit2 asks again after a refusal: give up rather than loop.
             tries += 1;
             if self.username.is_empty() || tries > 1 {
@@ -82,14 +79,67 @@ impl Remote {
             }
             git2::Cred::userpass_plaintext(&self.username, &self.password)
         });
+        callbacks
+    }
+
+    fn try_fetch(&self) -> Result<(), String> {
+        let repo = git2::Repository::open(&self.path).map_err(|e| e.message().to_owned())?;
+        let mut remote = repo
+            .remote_anonymous(&self.uri)
+            .map_err(|e| e.message().to_owned())?;
         let mut options = git2::FetchOptions::new();
         options
-            .remote_callbacks(callbacks)
+            .remote_callbacks(self.callbacks())
             .prune(git2::FetchPrune::On)
             .download_tags(git2::AutotagOption::All);
         remote
             .fetch(&REFSPECS, Some(&mut options), Some("config-service fetch"))
             .map_err(|e| e.message().to_owned())
+    }
+
+    /// Pushes `commit` to the remote's branch that `tracking` (`refs/remotes/origin/<b>`)
+    /// mirrors, as a fast-forward only: if the branch moved there, it is refused (`Moved`).
+    /// Then the mirror's ref follows, as git's own push does.
+    pub fn push(
+        &self,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        tracking: &str,
+    ) -> Result<(), crate::history::RollbackError> {
+        use crate::history::RollbackError;
+        let branch = crate::repo::label_of(tracking);
+        // libgit2 pushes refs, not ids: a scratch ref names the commit.
+        let scratch = "refs/config-service/rollback";
+        repo.reference(scratch, commit, true, "rollback to push")?;
+        let mut remote = repo.remote_anonymous(&self.uri)?;
+        let mut refused = None;
+        let mut callbacks = self.callbacks();
+        callbacks.push_update_reference(|_name, status| {
+            refused = status.map(str::to_owned);
+            Ok(())
+        });
+        let mut options = git2::PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let pushed = remote.push(
+            &[format!("{scratch}:refs/heads/{branch}")],
+            Some(&mut options),
+        );
+        drop(options);
+        if let Ok(mut r) = repo.find_reference(scratch) {
+            let _ = r.delete();
+        }
+        match pushed {
+            Err(e) if e.code() == git2::ErrorCode::NotFastForward => {
+                return Err(RollbackError::Moved);
+            }
+            Err(e) => return Err(RollbackError::Refused(e.message().to_owned())),
+            Ok(()) => {}
+        }
+        if let Some(reason) = refused {
+            return Err(RollbackError::Refused(reason));
+        }
+        repo.reference(tracking, commit, true, "rollback pushed")?;
+        Ok(())
     }
 
     /// For readiness: the last fetch worked.

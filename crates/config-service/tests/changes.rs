@@ -299,7 +299,7 @@ async fn rollback_needs_the_admin_and_never_loses_a_concurrent_commit() {
     write(work, "foo.yml", "a: 3\n");
     let concurrent = commit(work, "three");
     git(work, &["push", "-q", dir.to_str().unwrap(), "main"]);
-    let result = config_service::history::apply(&repository, &plan, "late");
+    let result = config_service::history::apply(&repository, &plan, "late", None);
     assert!(
         matches!(result, Err(config_service::history::RollbackError::Moved)),
         "{result:?}"
@@ -457,9 +457,16 @@ async fn monitor_announces_what_a_webhook_names() {
 }
 
 #[tokio::test]
-async fn a_remote_is_mirrored_and_fetched() {
-    let upstream = support::repository(&[("foo.yml", "a: 1\n")]);
+async fn a_remote_is_mirrored_fetched_and_rolled_back_by_a_push() {
+    // The "remote": a bare repository, changed by pushing from a working clone.
+    let upstream = tempfile::tempdir().unwrap();
     let up = upstream.path();
+    git(up, &["init", "-q", "--bare"]);
+    let scratch = support::repository(&[("foo.yml", "a: 1\n")]);
+    let work = scratch.path();
+    let one = git(work, &["rev-parse", "HEAD"]);
+    let up_path = up.to_str().unwrap();
+    git(work, &["push", "-q", up_path, "main"]);
     let local = tempfile::tempdir().unwrap();
     let mirror = local.path().join("mirror");
     let (app, mut rx, _stop) = announcing(Settings {
@@ -477,8 +484,9 @@ async fn a_remote_is_mirrored_and_fetched() {
     assert_eq!(env["propertySources"][0]["source"]["a"], 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    write(up, "foo.yml", "a: 2\n");
-    let two = commit(up, "two");
+    write(work, "foo.yml", "a: 2\n");
+    let two = commit(work, "two");
+    git(work, &["push", "-q", up_path, "main"]);
     let (_, still) = app.get("/foo/default").await;
     assert_eq!(
         still["propertySources"][0]["source"]["a"], 1,
@@ -503,15 +511,29 @@ async fn a_remote_is_mirrored_and_fetched() {
     }
     assert!(versions.contains(&Some(two.clone())), "{versions:?}");
 
+    // A rollback is pushed to the remote's branch, and served at once.
+    let (status, done, _) = post(&app, "/history/foo/rollback", json!({"to": one})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        git(up, &["rev-parse", "main"]),
+        done["commit"].as_str().unwrap()
+    );
+    assert_eq!(git(up, &["rev-parse", "main~1"]), two);
+    let (_, env) = app.get("/foo/default").await;
+    assert_eq!(env["version"], done["commit"]);
+    assert_eq!(env["propertySources"][0]["source"]["a"], 1);
+    // The remote moved and the mirror has not fetched yet: the push is refused, nothing lost.
+    git(work, &["pull", "-q", up_path, "main"]);
+    write(work, "foo.yml", "a: 3\n");
+    let three = commit(work, "three");
+    git(work, &["push", "-q", up_path, "main"]);
     let (status, problem, _) = post(&app, "/history/foo/rollback", json!({"to": two})).await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("roll back there"),
+        problem["detail"].as_str().unwrap().contains("moved"),
         "{problem}"
     );
+    assert_eq!(git(up, &["rev-parse", "main"]), three);
 
     // A remote that cannot be fetched: readiness says so.
     let broken = support::start(
