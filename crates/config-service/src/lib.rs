@@ -289,11 +289,19 @@ impl Config {
 }
 
 /// The background tasks: the fetcher (with a remote) and the ref watcher.
-fn spawn_tasks(config: &Arc<Config>, settings: &Settings, shutdown: &CancellationToken) {
+fn spawn_tasks(
+    config: &Arc<Config>,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    fetched: bool,
+) {
     if config.remote.is_some() {
         let (c, stop) = (config.clone(), shutdown.clone());
         let every = settings.remote.fetch_interval_secs;
         tokio::spawn(async move {
+            if !fetched {
+                c.fetch_now().await;
+            }
             loop {
                 let wait = async {
                     if every == 0 {
@@ -344,11 +352,16 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Serving> {
     let config = Arc::new(Config::open(&settings, common)?);
-    if config.remote.is_some() {
-        // The first fetch before serving, so a fresh mirror answers from the start.
+    // An empty mirror is fetched before serving, so it answers from the start; one that
+    // holds a past fetch serves that at once (a slow remote must not hold up the start).
+    let empty = config
+        .git()
+        .is_some_and(|g| g.refs().map_or(true, |r| r.is_empty()));
+    let fetched = config.remote.is_some() && empty;
+    if fetched {
         config.fetch_now().await;
     }
-    spawn_tasks(&config, &settings, &shutdown);
+    spawn_tasks(&config, &settings, &shutdown, fetched);
     let app = router(config, common);
     platform::server::start(NAME, settings.listen, app, &common.http, shutdown).await
 }
