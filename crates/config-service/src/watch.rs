@@ -31,7 +31,8 @@ pub fn touched(paths: &[String], search_paths: &[String]) -> Vec<String> {
         let mut cut = 0;
         for part in stem.split('-') {
             cut += part.len();
-            if !stem[..cut].is_empty() {
+            // `foo--dev` names `foo` and `foo--dev`, not `foo-`.
+            if !part.is_empty() {
                 out.insert(stem[..cut].to_owned());
             }
             cut += 1;
@@ -285,6 +286,7 @@ mod tests {
     #[test]
     fn touched_applications_follow_springs_guess() {
         assert_eq!(touched(&s(&["foo-dev.yml"]), &[]), ["foo", "foo-dev"]);
+        assert_eq!(touched(&s(&["foo--dev.yml"]), &[]), ["foo", "foo--dev"]);
         assert_eq!(
             touched(&s(&["a/application-db.yml", "foo.yml"]), &[]),
             ["*"]

@@ -234,15 +234,25 @@ async fn rollback_makes_a_new_commit_and_keeps_the_checkout_clean() {
     }
 }
 
+/// A bare repository (no working tree to keep in step) and a working repository that
+/// changes it by pushing, its first commit (`foo.yml` = `a: 1`) pushed; that commit's id.
+fn bare_and_work() -> (tempfile::TempDir, tempfile::TempDir, String) {
+    let bare = tempfile::tempdir().unwrap();
+    git(bare.path(), &["init", "-q", "--bare"]);
+    let work = support::repository(&[("foo.yml", "a: 1\n")]);
+    let first = git(work.path(), &["rev-parse", "HEAD"]);
+    git(
+        work.path(),
+        &["push", "-q", bare.path().to_str().unwrap(), "main"],
+    );
+    (bare, work, first)
+}
+
 #[tokio::test]
 async fn rollback_needs_the_admin_and_never_loses_a_concurrent_commit() {
-    let repo = tempfile::tempdir().unwrap();
+    let (repo, scratch, c1) = bare_and_work();
     let dir = repo.path();
-    git(dir, &["init", "-q", "--bare"]);
-    // A bare repository made by cloning a scratch one: no working tree to keep in step.
-    let scratch = support::repository(&[("foo.yml", "a: 1\n")]);
     let work = scratch.path();
-    let c1 = git(work, &["rev-parse", "HEAD"]);
     write(work, "foo.yml", "a: 2\n");
     commit(work, "two");
     git(work, &["push", "-q", dir.to_str().unwrap(), "main"]);
@@ -458,15 +468,10 @@ async fn monitor_announces_what_a_webhook_names() {
 
 #[tokio::test]
 async fn a_remote_is_mirrored_fetched_and_rolled_back_by_a_push() {
-    // The "remote": a bare repository, changed by pushing from a working clone.
-    let upstream = tempfile::tempdir().unwrap();
-    let up = upstream.path();
-    git(up, &["init", "-q", "--bare"]);
-    let scratch = support::repository(&[("foo.yml", "a: 1\n")]);
-    let work = scratch.path();
-    let one = git(work, &["rev-parse", "HEAD"]);
+    // The "remote": a bare repository, changed by pushing from a working one.
+    let (upstream, scratch, one) = bare_and_work();
+    let (up, work) = (upstream.path(), scratch.path());
     let up_path = up.to_str().unwrap();
-    git(work, &["push", "-q", up_path, "main"]);
     let local = tempfile::tempdir().unwrap();
     let mirror = local.path().join("mirror");
     let (app, mut rx, _stop) = announcing(Settings {
