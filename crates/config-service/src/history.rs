@@ -316,24 +316,20 @@ pub fn plan(
     })
 }
 
-/// Makes the plan's commit and moves the branch to it if it is still at `plan.base`; when
-/// the branch is checked out, its working tree and index follow for the restored files.
-/// With `remote` (the repository is its mirror, `plan.branch` a `refs/remotes/origin/`
-/// ref), the commit is pushed instead: a push that is not a fast-forward is refused, which
-/// is the same compare-and-swap.
-pub fn apply(
-    repo: &Repository,
-    plan: &Plan,
-    message: &str,
-    remote: Option<&crate::remote::Remote>,
-) -> Result<Oid, RollbackError> {
-    let checked_out = !repo.is_bare()
+/// Is `plan.branch` the branch checked out in the repository's working tree?
+fn checked_out(repo: &Repository, plan: &Plan) -> bool {
+    !repo.is_bare()
         && repo
             .find_reference("HEAD")
             .ok()
             .and_then(|h| h.symbolic_target().ok().flatten().map(|t| t == plan.branch))
-            .unwrap_or(false);
-    if checked_out {
+            .unwrap_or(false)
+}
+
+/// Makes the plan's commit, on no branch yet. Refused when a file to restore is modified
+/// in the checked-out working tree.
+pub fn commit(repo: &Repository, plan: &Plan, message: &str) -> Result<Oid, RollbackError> {
+    if checked_out(repo, plan) {
         // Someone's edit in the checkout must not be overwritten (nor silently reverted).
         for path in &plan.restored {
             match repo.status_file(Path::new(path)) {
@@ -346,11 +342,13 @@ pub fn apply(
     let me = git2::Signature::now(AUTHOR, EMAIL)?;
     let tree = repo.find_tree(plan.tree)?;
     let parent = repo.find_commit(plan.base)?;
-    let commit = repo.commit(None, &me, &me, message, &tree, &[&parent])?;
-    if let Some(remote) = remote {
-        remote.push(repo, commit, &plan.branch)?;
-        return Ok(commit);
-    }
+    Ok(repo.commit(None, &me, &me, message, &tree, &[&parent])?)
+}
+
+/// Makes the plan's commit and moves the branch to it if it is still at `plan.base`; when
+/// the branch is checked out, its working tree and index follow for the restored files.
+pub fn apply(repo: &Repository, plan: &Plan, message: &str) -> Result<Oid, RollbackError> {
+    let commit = commit(repo, plan, message)?;
     repo.reference_matching(&plan.branch, commit, true, plan.base, message)
         .map_err(|e| match e.code() {
             git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked => {
@@ -358,7 +356,11 @@ pub fn apply(
             }
             _ => RollbackError::Git(e),
         })?;
-    if checked_out && let Err(e) = sync_worktree(repo, &tree, &plan.restored) {
+    if checked_out(repo, plan)
+        && let Err(e) = repo
+            .find_tree(plan.tree)
+            .and_then(|tree| sync_worktree(repo, &tree, &plan.restored))
+    {
         // The commit stands; only the checkout lags (git status shows it).
         tracing::error!(error = %e.message(), "rolled back, but the working tree could not be updated");
     }

@@ -547,7 +547,20 @@ async fn rollback(
             crate::history::Scope::Application => Some(&reads),
             crate::history::Scope::Repository => None,
         };
-        git.with(|repo| {
+        let failed = |e: crate::history::RollbackError| match e {
+            crate::history::RollbackError::Moved => {
+                conflict(format!("`{label}` moved meanwhile; look again and retry"))
+            }
+            crate::history::RollbackError::Dirty(p) => conflict(format!(
+                "{p} is modified in the checked-out working tree; commit or discard it first"
+            )),
+            crate::history::RollbackError::Refused(why) => conflict(format!(
+                "{} refused the rollback: {why}",
+                config.remote_uri().unwrap_or("the remote")
+            )),
+            crate::history::RollbackError::Git(e) => git_failed(&e),
+        };
+        let (plan, made) = git.with(|repo| {
             let (branch, base) = branch(repo, &label, config.remote.is_some())?;
             let to = crate::repo::commit_id(repo, &body.to).ok_or_else(|| {
                 if body.to.len() >= 4 && body.to.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -556,42 +569,42 @@ async fn rollback(
                     Problem::malformed("`to` must be a commit id (hex)")
                 }
             })?;
-            let plan = crate::history::plan(repo, &branch, base, to, scope)
-                .map_err(|e| git_failed(&e))?;
+            let plan =
+                crate::history::plan(repo, &branch, base, to, scope).map_err(|e| git_failed(&e))?;
             if plan.restored.is_empty() {
-                return Ok(Json(json!({
-                    "commit": base.to_string(), "label": label, "restored": [], "changed": false,
-                }))
-                .into_response());
+                return Ok::<_, Problem>((plan, None));
             }
             let short = &to.to_string()[..10];
             let message = body.message.clone().unwrap_or_else(|| match body.scope {
                 crate::history::Scope::Application => format!("Roll back {application} to {short}"),
                 crate::history::Scope::Repository => format!("Roll back the repository to {short}"),
             });
-            let commit = crate::history::apply(repo, &plan, &message, config.remote.as_ref())
-                .map_err(|e| match e {
-                crate::history::RollbackError::Moved => {
-                    conflict(format!("`{label}` moved meanwhile; look again and retry"))
-                }
-                crate::history::RollbackError::Dirty(p) => conflict(format!(
-                    "{p} is modified in the checked-out working tree; commit or discard it first"
-                )),
-                crate::history::RollbackError::Refused(why) => conflict(format!(
-                    "{} refused the rollback: {why}",
-                    config.remote_uri().unwrap_or("the remote")
-                )),
-                crate::history::RollbackError::Git(e) => git_failed(&e),
-            })?;
-            tracing::info!(%application, %label, to = %to, %commit, "rolled back");
-            Ok(Json(json!({
-                "commit": commit.to_string(), "label": label, "restored": plan.restored, "changed": true,
-            }))
-            .into_response())
-        })
+            let commit = match &config.remote {
+                // Made here, pushed below without holding the repository (a push is slow).
+                Some(_) => crate::history::commit(repo, &plan, &message),
+                None => crate::history::apply(repo, &plan, &message),
+            }
+            .map_err(failed)?;
+            Ok((plan, Some(commit)))
+        })?;
+        let Some(commit) = made else {
+            return Ok(rolled_back(plan.base, &label, &[], false));
+        };
+        if let Some(remote) = &config.remote {
+            remote.push(commit, &plan.branch).map_err(failed)?;
+        }
+        tracing::info!(%application, %label, to = %body.to, %commit, "rolled back");
+        Ok(rolled_back(commit, &label, &plan.restored, true))
     })
     .await
     .map_err(|_| Problem::internal())?
+}
+
+fn rolled_back(commit: git2::Oid, label: &str, restored: &[String], changed: bool) -> Response {
+    Json(json!({
+        "commit": commit.to_string(), "label": label, "restored": restored, "changed": changed,
+    }))
+    .into_response()
 }
 
 /// The branch `label` names (`refs/heads/...`, or in a mirror `refs/remotes/origin/...`)

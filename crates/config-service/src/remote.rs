@@ -100,13 +100,14 @@ impl Remote {
     /// Pushes `commit` to the remote's branch that `tracking` (`refs/remotes/origin/<b>`)
     /// mirrors, as a fast-forward only: if the branch moved there, it is refused (`Moved`).
     /// Then the mirror's ref follows, as git's own push does.
+    /// Blocking; opens the mirror itself, so requests are not held up meanwhile.
     pub fn push(
         &self,
-        repo: &git2::Repository,
         commit: git2::Oid,
         tracking: &str,
     ) -> Result<(), crate::history::RollbackError> {
         use crate::history::RollbackError;
+        let repo = git2::Repository::open(&self.path)?;
         let branch = crate::repo::label_of(tracking);
         // libgit2 pushes refs, not ids: a scratch ref names the commit.
         let scratch = "refs/config-service/rollback";

@@ -309,7 +309,7 @@ async fn rollback_needs_the_admin_and_never_loses_a_concurrent_commit() {
     write(work, "foo.yml", "a: 3\n");
     let concurrent = commit(work, "three");
     git(work, &["push", "-q", dir.to_str().unwrap(), "main"]);
-    let result = config_service::history::apply(&repository, &plan, "late", None);
+    let result = config_service::history::apply(&repository, &plan, "late");
     assert!(
         matches!(result, Err(config_service::history::RollbackError::Moved)),
         "{result:?}"
