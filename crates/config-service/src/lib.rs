@@ -1,7 +1,8 @@
 //! config-service (:8888): the Spring Cloud Config Server API (`interop/spring-config.md`)
 //! over a git repository or a plain folder, with Spring's symmetric `{cipher}` scheme.
 //!
-//! `router(config, common)` is the whole HTTP app; `start`/`run` bind and serve it.
+//! `router(config, common)` is the whole HTTP app; `start`/`run` bind and serve it, and run
+//! the ref watcher (`config.refresh` announcements) and, with a remote, the fetcher.
 
 pub mod cache;
 pub mod cipher;
