@@ -36,7 +36,7 @@ pub struct ParseError {
     pub reason: String,
 }
 
-const EXTENSIONS: [&str; 3] = ["properties", "yml", "yaml"];
+pub const EXTENSIONS: [&str; 3] = ["properties", "yml", "yaml"];
 
 /// The file names searched for `applications` and `profiles`, highest precedence first.
 pub fn candidates(applications: &[String], profiles: &[String]) -> Vec<String> {
@@ -219,9 +219,7 @@ pub fn decrypt(sources: &mut [PropertySource], cipher: Option<&Cipher>) {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| (*x).to_owned()).collect()
-    }
+    use crate::strings as s;
 
     #[test]
     fn yaml_is_flattened_as_spring_does() {
@@ -343,6 +341,12 @@ pub fn as_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// `text` (a plain file) with its `${...}` placeholders resolved from `lookup` (a merged
+/// view).
+pub fn resolve_text(text: &str, lookup: &std::collections::BTreeMap<String, Value>) -> String {
+    placeholders(text, lookup, 0)
 }
 
 /// Spring's placeholder syntax, nested defaults included; an unknown key with no default

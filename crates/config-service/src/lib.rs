@@ -1,19 +1,27 @@
 //! config-service (:8888): the Spring Cloud Config Server API (`interop/spring-config.md`)
 //! over a git repository or a plain folder, with Spring's symmetric `{cipher}` scheme.
 //!
-//! `router(config, common)` is the whole HTTP app; `start`/`run` bind and serve it.
+//! `router(config, common)` is the whole HTTP app; `start`/`run` bind and serve it, and run
+//! the ref watcher (`config.refresh` announcements) and, with a remote, the fetcher.
 
+pub mod cache;
 pub mod cipher;
 pub mod environment;
+pub mod history;
 pub mod http;
+pub mod remote;
 pub mod repo;
 pub mod settings;
+pub mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use platform::events::EventBus;
 use platform::server::{Check, Service, Serving};
 use platform::settings::Common;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use environment::{Environment, ParseError};
@@ -27,6 +35,20 @@ pub struct Config {
     location: String,
     search_paths: Vec<String>,
     cipher: Option<cipher::Cipher>,
+    events: EventBus,
+    cache: cache::Cache,
+    remote: Option<remote::Remote>,
+    /// Wakes the ref watcher after a fetch.
+    watch_wake: Arc<Notify>,
+    pub(crate) admin: settings::AdminSettings,
+    pub(crate) monitor_secret: String,
+}
+
+/// A plain file as found: where, its bytes, and the commit read (git).
+pub struct PlainFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub version: Option<String>,
 }
 
 /// Why an environment could not be assembled.
@@ -42,7 +64,21 @@ impl Config {
             .path
             .clone()
             .unwrap_or_else(|| common.data_dir.join("config-repo"));
+        let remote = match (settings.backend, settings.remote.uri.is_empty()) {
+            (_, true) => None,
+            (settings::BackendKind::Git, false) => {
+                Some(remote::Remote::open(path.clone(), &settings.remote)?)
+            }
+            (settings::BackendKind::Folder, false) => anyhow::bail!(
+                "invalid setting: config_service.remote needs config_service.backend: git"
+            ),
+        };
         let backend = match settings.backend {
+            // A mirror: the first fetch (at start) fills it.
+            settings::BackendKind::Git if remote.is_some() => {
+                repo::Backend::git(&path, &settings.default_label)
+                    .map_err(|e| anyhow::anyhow!("{NAME}: cannot open the mirror: {e:?}"))?
+            }
             settings::BackendKind::Git => {
                 if repo::create_if_missing(&path, &settings.default_label).map_err(|e| {
                     anyhow::anyhow!(
@@ -71,10 +107,19 @@ impl Config {
             )
         };
         Ok(Self {
-            location: backend.location(),
+            // Sources are named after where they really come from, as Spring names them.
+            location: remote
+                .as_ref()
+                .map_or_else(|| backend.location(), |r| r.uri.clone()),
             backend,
             search_paths: settings.search_paths.clone(),
             cipher,
+            events: common.events.clone(),
+            cache: cache::Cache::new(settings.cache_entries),
+            remote,
+            watch_wake: Arc::new(Notify::new()),
+            admin: settings.admin.clone(),
+            monitor_secret: settings.monitor_secret.clone(),
         })
     }
 
@@ -90,6 +135,14 @@ impl Config {
         label: Option<&str>,
     ) -> Result<Environment, Error> {
         let snapshot = self.backend.snapshot(label).map_err(Error::Repo)?;
+        // Only git snapshots are cached: a commit never changes, a folder does.
+        if let Some(version) = &snapshot.version
+            && let Some(env) = self.cache.get(version, applications, profiles)
+        {
+            let mut env = (*env).clone();
+            env.label.clone_from(&snapshot.label);
+            return Ok(env);
+        }
         let mut sources = Vec::new();
         for file in environment::candidates(applications, profiles) {
             for dir in self.dirs(applications) {
@@ -108,18 +161,93 @@ impl Config {
             }
         }
         environment::decrypt(&mut sources, self.cipher.as_ref());
-        Ok(Environment {
+        let env = Environment {
             name: applications.join(","),
             profiles: profiles.to_vec(),
             label: snapshot.label.clone(),
             version: snapshot.version.clone(),
             state: None,
             property_sources: sources,
-        })
+        };
+        if let Some(version) = &snapshot.version {
+            self.cache
+                .put(version, applications, profiles, Arc::new(env.clone()));
+        }
+        Ok(env)
+    }
+
+    /// A plain file for `applications` under `profiles` at `label`: in the search folders
+    /// (most specific first, then the root), a profile's variant (`nginx-dev.conf`, the
+    /// last profile first) before the file itself, as Spring's ResourceController looks.
+    /// The path found, its bytes and the commit read.
+    pub fn plain_file(
+        &self,
+        applications: &[String],
+        profiles: &[String],
+        label: Option<&str>,
+        path: &str,
+    ) -> Result<Option<PlainFile>, Error> {
+        let snapshot = self.backend.snapshot(label).map_err(Error::Repo)?;
+        let (dir_part, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
+        let mut names: Vec<String> = profiles
+            .iter()
+            .rev()
+            .filter(|p| p.as_str() != "default")
+            .map(|p| match name.rsplit_once('.') {
+                Some((stem, ext)) => format!("{stem}-{p}.{ext}"),
+                None => format!("{name}-{p}"),
+            })
+            .collect();
+        names.push(name.to_owned());
+        for dir in self.dirs(applications) {
+            for name in &names {
+                let file = [dir.as_str(), dir_part, name.as_str()]
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if let Some(bytes) = snapshot.read(&file).map_err(Error::Repo)? {
+                    return Ok(Some(PlainFile {
+                        path: file,
+                        bytes,
+                        version: snapshot.version.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The served repository when it is git.
+    pub fn git(&self) -> Option<&repo::Git> {
+        self.backend.as_git()
+    }
+
+    pub fn search_paths(&self) -> &[String] {
+        &self.search_paths
+    }
+
+    pub fn remote_uri(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.uri.as_str())
+    }
+
+    /// Fetches from the remote now (when there is one) and lets the watcher look at once.
+    pub async fn fetch_now(self: &Arc<Self>) {
+        if self.remote.is_none() {
+            return;
+        }
+        let config = self.clone();
+        let fetched =
+            tokio::task::spawn_blocking(move || config.remote.as_ref().map(remote::Remote::fetch))
+                .await;
+        if let Ok(Some(Ok(()))) = fetched {
+            self.watch_wake.notify_one();
+        }
     }
 
     /// The search folders, most specific first, then the root.
-    fn dirs(&self, applications: &[String]) -> Vec<String> {
+    pub fn dirs(&self, applications: &[String]) -> Vec<String> {
         let mut dirs = Vec::new();
         for pattern in &self.search_paths {
             for app in applications {
@@ -151,12 +279,67 @@ impl Config {
     }
 }
 
+impl Config {
+    fn remote_readiness(self: &Arc<Self>) -> Check {
+        let config = self.clone();
+        Arc::new(move || {
+            let config = config.clone();
+            Box::pin(async move { config.remote.as_ref().map_or(Ok(()), remote::Remote::check) })
+        })
+    }
+}
+
+/// The background tasks: the fetcher (with a remote) and the ref watcher.
+fn spawn_tasks(
+    config: &Arc<Config>,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    fetched: bool,
+) {
+    if config.remote.is_some() {
+        let (c, stop) = (config.clone(), shutdown.clone());
+        let every = settings.remote.fetch_interval_secs;
+        tokio::spawn(async move {
+            if !fetched {
+                c.fetch_now().await;
+            }
+            loop {
+                let wait = async {
+                    if every == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(every)).await;
+                };
+                tokio::select! {
+                    () = wait => {}
+                    () = stop.cancelled() => return,
+                }
+                c.fetch_now().await;
+            }
+        });
+    }
+    if settings.watch_interval_ms > 0 && config.git().is_some() {
+        tokio::spawn(watch::watch(
+            config.clone(),
+            Duration::from_millis(settings.watch_interval_ms),
+            config.watch_wake.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
 /// The whole HTTP app.
 pub fn router(config: Arc<Config>, common: &Common) -> Router {
     platform::server::app(
         Service {
             name: NAME,
-            checks: vec![("repository", config.readiness())],
+            checks: {
+                let mut checks = vec![("repository", config.readiness())];
+                if config.remote.is_some() {
+                    checks.push(("remote", config.remote_readiness()));
+                }
+                checks
+            },
             routes: http::routes(config),
         },
         &common.http,
@@ -170,6 +353,16 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Serving> {
     let config = Arc::new(Config::open(&settings, common)?);
+    // An empty mirror is fetched before serving, so it answers from the start; one that
+    // holds a past fetch serves that at once (a slow remote must not hold up the start).
+    let empty = config
+        .git()
+        .is_some_and(|g| g.refs().map_or(true, |r| r.is_empty()));
+    let fetched = config.remote.is_some() && empty;
+    if fetched {
+        config.fetch_now().await;
+    }
+    spawn_tasks(&config, &settings, &shutdown, fetched);
     let app = router(config, common);
     platform::server::start(NAME, settings.listen, app, &common.http, shutdown).await
 }
@@ -181,4 +374,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let serving = start(settings, common, shutdown).await?;
     serving.task.await?
+}
+
+/// `["a", "b"]` as owned strings, for the unit tests.
+#[cfg(test)]
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
 }

@@ -4,6 +4,7 @@
 //! Files are read from git's objects, never from a working tree, so any number of labels
 //! are served at once and a half-edited file in a checkout is never seen.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -98,44 +99,123 @@ impl Backend {
     }
 }
 
-impl Git {
-    /// A branch, then a tag, then a commit id; `main` and `master` stand in for each other
-    /// (clients that send no label ask for `master`).
-    fn resolve(&self, label: &str) -> Result<(git2::Oid, String), Error> {
-        let repo = lock(&self.repo);
-        let mut tries = vec![label.to_owned()];
-        match label {
-            "main" => tries.push("master".into()),
-            "master" => tries.push("main".into()),
-            _ => {}
+impl Backend {
+    pub fn as_git(&self) -> Option<&Git> {
+        match self {
+            Self::Git(g) => Some(g),
+            Self::Folder(_) => None,
         }
-        for name in &tries {
-            for full in [
-                format!("refs/heads/{name}"),
-                format!("refs/tags/{name}"),
-                format!("refs/remotes/origin/{name}"),
-            ] {
-                if !git2::Reference::is_valid_name(&full) {
+    }
+}
+
+impl Git {
+    /// Runs `f` with the repository (locked: git2 handles are not shared between threads).
+    pub fn with<T>(&self, f: impl FnOnce(&git2::Repository) -> T) -> T {
+        f(&lock(&self.repo))
+    }
+
+    pub fn default_label(&self) -> &str {
+        &self.default_label
+    }
+
+    /// The label when none is given: `main` falls back to `master` as in `resolve`.
+    pub fn label_or_default<'a>(&'a self, label: Option<&'a str>) -> &'a str {
+        label.unwrap_or(&self.default_label)
+    }
+
+    /// Every branch, tag and fetched branch as `refs/...` name → commit. Cheap: refs only.
+    pub fn refs(&self) -> Result<BTreeMap<String, git2::Oid>, Error> {
+        let repo = lock(&self.repo);
+        let mut out = BTreeMap::new();
+        for glob in ["refs/heads/*", "refs/tags/*", "refs/remotes/origin/*"] {
+            let refs = repo
+                .references_glob(glob)
+                .map_err(|e| Error::Unreadable(e.message().to_owned()))?;
+            for r in refs.flatten() {
+                // `refs/remotes/origin/HEAD` only points at another ref.
+                if r.kind() == Some(git2::ReferenceType::Symbolic) {
                     continue;
                 }
-                if let Ok(r) = repo.find_reference(&full)
-                    && let Ok(commit) = r.peel_to_commit()
-                {
-                    return Ok((commit.id(), label.to_owned()));
+                if let (Ok(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
+                    out.insert(name.to_owned(), commit.id());
                 }
             }
         }
-        // A commit id, whole or abbreviated (hex only: no revision syntax from outside).
-        if (4..=40).contains(&label.len())
-            && label.bytes().all(|b| b.is_ascii_hexdigit())
-            && let Ok(object) = repo.revparse_single(label)
-            && let Ok(commit) = object.peel_to_commit()
-        {
-            return Ok((commit.id(), label.to_owned()));
-        }
-        Err(Error::UnknownLabel(label.to_owned()))
+        Ok(out)
     }
 
+    /// The files that differ between two commits (both sides of a rename); `None` = from
+    /// nothing.
+    pub fn changed(&self, old: Option<git2::Oid>, new: git2::Oid) -> Result<Vec<String>, Error> {
+        let repo = lock(&self.repo);
+        crate::history::changed_paths(&repo, old, new)
+            .map_err(|e| Error::Unreadable(e.message().to_owned()))
+    }
+
+    /// A branch, then a tag, then a tag, then a commit id; `main` and `master` stand in for each other
+    /// (clients that send no label ask for `master`).
+    pub fn resolve(&self, label: &str) -> Result<(git2::Oid, String), Error> {
+        let repo = lock(&self.repo);
+        let tries = spellings(label);
+        resolve_in(&repo, label, &tries)
+    }
+}
+
+/// The label's name under `refs/heads/`, `refs/tags/`, `refs/remotes/origin/`.
+pub fn label_of(full: &str) -> &str {
+    ["refs/heads/", "refs/tags/", "refs/remotes/origin/"]
+        .iter()
+        .find_map(|p| full.strip_prefix(p))
+        .unwrap_or(full)
+}
+
+/// The names `label` may stand for: `main` and `master` stand in for each other.
+pub fn spellings(label: &str) -> Vec<String> {
+    let mut tries = vec![label.to_owned()];
+    match label {
+        "main" => tries.push("master".into()),
+        "master" => tries.push("main".into()),
+        _ => {}
+    }
+    tries
+}
+
+fn resolve_in(
+    repo: &git2::Repository,
+    label: &str,
+    tries: &[String],
+) -> Result<(git2::Oid, String), Error> {
+    for name in tries {
+        for full in [
+            format!("refs/heads/{name}"),
+            format!("refs/tags/{name}"),
+            format!("refs/remotes/origin/{name}"),
+        ] {
+            if !git2::Reference::is_valid_name(&full) {
+                continue;
+            }
+            if let Ok(r) = repo.find_reference(&full)
+                && let Ok(commit) = r.peel_to_commit()
+            {
+                return Ok((commit.id(), label.to_owned()));
+            }
+        }
+    }
+    commit_id(repo, label)
+        .map(|oid| (oid, label.to_owned()))
+        .ok_or_else(|| Error::UnknownLabel(label.to_owned()))
+}
+
+/// A commit id, whole or abbreviated (hex only: no revision syntax from outside).
+pub fn commit_id(repo: &git2::Repository, id: &str) -> Option<git2::Oid> {
+    if !(4..=40).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let object = repo.revparse_single(id).ok()?;
+    object.peel_to_commit().ok().map(|c| c.id())
+}
+
+impl Git {
     fn read(&self, commit: git2::Oid, path: &str) -> Result<Option<Vec<u8>>, Error> {
         let repo = lock(&self.repo);
         let unreadable = |e: git2::Error| Error::Unreadable(e.message().to_owned());

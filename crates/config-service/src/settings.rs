@@ -48,6 +48,56 @@ pub struct Settings {
     /// `{application}` stands for the application asked for.
     pub search_paths: Vec<String>,
     pub encrypt: EncryptSettings,
+    /// Who may write (rollback). No password: only loopback peers may.
+    pub admin: AdminSettings,
+    /// A git server to mirror; `path` then holds a bare copy fetched from it.
+    pub remote: RemoteSettings,
+    /// How often the refs are read to announce changes (`config.refresh`); 0 = never.
+    pub watch_interval_ms: u64,
+    /// When set, `/monitor` requests must be signed (`X-Hub-Signature-256`) or carry it
+    /// (`X-Gitlab-Token`).
+    pub monitor_secret: String,
+    /// Assembled environments kept per (commit, applications, profiles); 0 = no cache.
+    pub cache_entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            username: "admin".into(),
+            password: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// The repository to mirror (`file://`, or `https://` when built with https). Empty:
+    /// none, `path` is the repository itself.
+    pub uri: String,
+    /// Seconds between fetches; 0 = only when `/monitor` is called.
+    pub fetch_interval_secs: u64,
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            fetch_interval_secs: 30,
+            username: String::new(),
+            password: String::new(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -59,6 +109,11 @@ impl Default for Settings {
             default_label: "main".into(),
             search_paths: Vec::new(),
             encrypt: EncryptSettings::default(),
+            admin: AdminSettings::default(),
+            remote: RemoteSettings::default(),
+            watch_interval_ms: 1000,
+            monitor_secret: String::new(),
+            cache_entries: 256,
         }
     }
 }

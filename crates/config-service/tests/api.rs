@@ -8,53 +8,19 @@ use config_service::Settings;
 use platform::settings::Common;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::git;
-
-fn write(dir: &Path, file: &str, text: &str) {
-    std::fs::write(dir.join(file), text).unwrap();
-}
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    _shutdown: tokio_util::sync::DropGuard,
-}
+use support::{App, git, write};
 
 async fn spawn(dir: &Path, key: &str) -> App {
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        path: Some(dir.to_path_buf()),
         encrypt: config_service::settings::EncryptSettings {
             key: key.into(),
             ..Default::default()
         },
-        ..Settings::default()
+        ..support::settings(dir)
     };
-    let shutdown = CancellationToken::new();
-    let serving = config_service::start(settings, &Common::default(), shutdown.clone())
-        .await
-        .expect("config-service starts");
-    App {
-        base: format!("http://{}", serving.local_addr),
-        http: reqwest::Client::new(),
-        _shutdown: shutdown.drop_guard(),
-    }
-}
-
-impl App {
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
+    support::start(settings, &Common::default()).await
 }
 
 fn names(env: &Value) -> Vec<String> {
@@ -304,5 +270,104 @@ async fn merged_views_resolve_placeholders() {
         res.status(),
         StatusCode::NOT_FOUND,
         "an unknown label in a view"
+    );
+}
+
+#[tokio::test]
+async fn plain_files_are_served_with_placeholders_resolved() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    write(dir, "application.yml", "host: db\n");
+    write(dir, "foo.yml", "port: 5432\n");
+    write(dir, "nginx.conf", "upstream ${host}:${port};\n");
+    write(dir, "nginx-dev.conf", "upstream dev;\n");
+    write(dir, "conf/a.json", "{\"h\": \"${host}\"}");
+    write(dir, "foo/only-foo.txt", "foo's own ${host}\n");
+    std::fs::write(dir.join("logo.png"), [0x89, b'P', 0xff, 0x00, b'$', b'{']).unwrap();
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "files"]);
+    let app = support::start(
+        Settings {
+            search_paths: vec!["{application}".into()],
+            ..support::settings(dir)
+        },
+        &Common::default(),
+    )
+    .await;
+    let fetch = |p: &str| {
+        let req = app.http.get(app.url(p));
+        async move {
+            let res = req.send().await.unwrap();
+            let kind = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (res.status(), kind, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, kind, body) = fetch("/foo/default/main/nginx.conf").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    assert_eq!(body, b"upstream db:5432;\n");
+    let (_, _, raw) = fetch("/foo/default/main/nginx.conf?resolvePlaceholders=false").await;
+    assert_eq!(raw, b"upstream ${host}:${port};\n");
+    let (_, _, dev) = fetch("/foo/dev/main/nginx.conf").await;
+    assert_eq!(dev, b"upstream dev;\n", "the profile's variant first");
+    let (_, kind, json) = fetch("/foo/default/main/conf/a.json").await;
+    assert_eq!(
+        (kind.as_str(), json.as_slice()),
+        ("application/json", &b"{\"h\": \"db\"}"[..])
+    );
+    let (_, _, own) = fetch("/foo/default/main/only-foo.txt").await;
+    assert_eq!(own, b"foo's own db\n", "the search folder before the root");
+    let (status, _, _) = fetch("/bar/default/main/only-foo.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not in bar's folders");
+    let (_, kind, png) = fetch("/foo/default/main/logo.png").await;
+    assert_eq!(kind, "application/octet-stream");
+    assert_eq!(png, [0x89, b'P', 0xff, 0x00, b'$', b'{']);
+    for path in [
+        "/foo/default/main/..%2Ffoo.yml",
+        "/foo/default/main/conf//a.json",
+        "/foo/default/main/.%2Fnginx.conf",
+        "/foo/default/main/nginx%0A.conf",
+        "/foo/default/main/missing.txt",
+        "/foo/default/nope/nginx.conf",
+    ] {
+        let (status, kind, _) = fetch(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(kind, "application/problem+json", "{path}");
+    }
+    // The environment route beside it still answers.
+    let (status, env) = app.get("/foo/default/main").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(env["name"], "foo");
+}
+
+#[tokio::test]
+async fn a_new_commit_is_served_at_once_despite_the_cache() {
+    let repo = support::repository(&[("foo.yml", "a: 1\n")]);
+    let dir = repo.path();
+    let app = support::start(
+        Settings {
+            cache_entries: 4,
+            ..support::settings(dir)
+        },
+        &Common::default(),
+    )
+    .await;
+    for _ in 0..2 {
+        let (_, env) = app.get("/foo/default").await;
+        assert_eq!(env["propertySources"][0]["source"]["a"], 1);
+    }
+    write(dir, "foo.yml", "a: 2\n");
+    git(dir, &["commit", "-qam", "two"]);
+    let (_, env) = app.get("/foo/default").await;
+    assert_eq!(env["propertySources"][0]["source"]["a"], 2);
+    let (_, env) = app.get("/foo/default/master").await;
+    assert_eq!(
+        env["label"], "master",
+        "a cached environment keeps the label asked for"
     );
 }
