@@ -375,7 +375,7 @@ async fn monitor(
             version: push.version,
             paths: push.paths,
         };
-        crate::watch::publish(&config.events, refresh).await;
+        crate::watch::publish(&config, refresh).await;
     }
     Ok(Json(applications).into_response())
 }

@@ -36,6 +36,8 @@ pub struct Config {
     search_paths: Vec<String>,
     cipher: Option<cipher::Cipher>,
     events: EventBus,
+    /// Also tell Spring Cloud Bus (`settings.spring_cloud_bus`).
+    spring_cloud_bus: bool,
     cache: cache::Cache,
     remote: Option<remote::Remote>,
     /// Wakes the ref watcher after a fetch.
@@ -115,6 +117,7 @@ impl Config {
             search_paths: settings.search_paths.clone(),
             cipher,
             events: common.events.clone(),
+            spring_cloud_bus: settings.spring_cloud_bus,
             cache: cache::Cache::new(settings.cache_entries),
             remote,
             watch_wake: Arc::new(Notify::new()),

@@ -59,6 +59,9 @@ pub struct Settings {
     pub monitor_secret: String,
     /// Assembled environments kept per (commit, applications, profiles); 0 = no cache.
     pub cache_entries: usize,
+    /// Also announce each change as Spring Cloud Bus's `RefreshRemoteApplicationEvent` on
+    /// the `springCloudBus` exchange (RabbitMQ only), so Java services refresh too.
+    pub spring_cloud_bus: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,9 +114,10 @@ impl Default for Settings {
             encrypt: EncryptSettings::default(),
             admin: AdminSettings::default(),
             remote: RemoteSettings::default(),
-            watch_interval_ms: 1000,
+            watch_interval_ms: 250,
             monitor_secret: String::new(),
             cache_entries: 256,
+            spring_cloud_bus: true,
         }
     }
 }

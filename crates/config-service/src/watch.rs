@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use hmac::{KeyInit, Mac};
 use platform::Problem;
 use platform::events::contracts::{self, ConfigRefresh};
-use platform::events::{Envelope, EventBus};
+use platform::events::{Envelope, EventBus, Foreign, Transport};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
@@ -53,8 +53,9 @@ fn folder_app<'d>(pattern: &str, dir: &'d str) -> Option<&'d str> {
     (!app.is_empty() && !app.contains('/')).then_some(app)
 }
 
-/// Announces a change; a bus failure is logged (clients poll as well).
-pub async fn publish(events: &EventBus, refresh: ConfigRefresh) {
+/// Announces a change, to PromptFlow's services and (over RabbitMQ, when set) to Spring
+/// Cloud Bus listeners; a bus failure is logged (clients poll as well).
+pub async fn publish(config: &Config, refresh: ConfigRefresh) {
     let data = match serde_json::to_value(&refresh) {
         Ok(v) => v,
         Err(e) => {
@@ -63,12 +64,36 @@ pub async fn publish(events: &EventBus, refresh: ConfigRefresh) {
         }
     };
     let event = Envelope::new(crate::NAME, contracts::CONFIG_REFRESH, None, data);
-    for result in events.publish(&[event]).await {
+    for result in config.events.publish(&[event]).await {
         match result {
             Ok(_) => {
                 tracing::info!(destination = ?refresh.destination, label = ?refresh.label, version = ?refresh.version, "announced a configuration change");
             }
             Err(e) => tracing::warn!(error = %e, "could not announce a configuration change"),
+        }
+    }
+    if config.spring_cloud_bus && config.events.transport() == Transport::Rabbitmq {
+        spring_bus(&config.events, &refresh).await;
+    }
+}
+
+/// One `RefreshRemoteApplicationEvent` per destination (`name:**`, or `**` for all).
+async fn spring_bus(events: &EventBus, refresh: &ConfigRefresh) {
+    let origin = format!("{}:{}", crate::NAME, std::process::id());
+    for destination in &refresh.destination {
+        let destination = match destination.as_str() {
+            "*" | "**" => "**".to_owned(),
+            name => format!("{name}:**"),
+        };
+        let body = contracts::spring_refresh_event(&origin, &destination).to_string();
+        let message = Foreign {
+            exchange: contracts::SPRING_CLOUD_BUS,
+            routing_key: contracts::SPRING_CLOUD_BUS,
+            content_type: "application/json",
+            body: body.as_bytes(),
+        };
+        if let Err(e) = events.publish_foreign(&message).await {
+            tracing::warn!(error = %e, %destination, "could not tell Spring Cloud Bus");
         }
     }
 }
@@ -90,7 +115,7 @@ pub async fn watch(
             Ok(Ok((refs, changes))) => {
                 seen = Some(refs);
                 for change in changes {
-                    publish(&config.events, change).await;
+                    publish(&config, change).await;
                 }
             }
             Ok(Err(e)) => {

@@ -213,6 +213,7 @@ async fn split_services_read_config_service_at_start_and_hear_commits_over_rabbi
     let client = reqwest::Client::new();
     // Read at start: sign-ups are closed before any change is announced.
     assert_eq!(sign_up(&client, &user, "erin").await.status(), 403);
+    let spring = SpringBusListener::new().await;
     commit(
         &repo,
         &[("user-service.yml", "features:\n  registration: true\n")],
@@ -223,6 +224,8 @@ async fn split_services_read_config_service_at_start_and_hear_commits_over_rabbi
     })
     .await;
     eprintln!("user-service applied the commit in {took:?}");
+    // A Java service on Spring Cloud Bus hears it too.
+    spring.expect("user-service:**").await;
     // A commit for another application is not this process's business: it stays as it is.
     commit(
         &repo,
@@ -273,4 +276,99 @@ fn fail_fast_refuses_to_start_without_config_service_and_the_default_starts_anyw
         "{:?}",
         started.logs()
     );
+}
+
+/// A Spring Cloud Stream consumer of `springCloudBus`: an exclusive queue bound with `#`.
+struct SpringBusListener {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl SpringBusListener {
+    async fn new() -> Self {
+        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+        let connection = lapin::Connection::connect(&testkit::rabbitmq_url(), Default::default())
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                "springCloudBus".into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                "springCloudBus".into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            queue: queue.name().to_string(),
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// Waits for a `RefreshRemoteApplicationEvent` to `destination` (other tests on the
+    /// same broker may announce to others meanwhile).
+    async fn expect(&self, destination: &str) {
+        let started = Instant::now();
+        loop {
+            let got = self
+                .channel
+                .basic_get(
+                    self.queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap();
+            if let Some(message) = got {
+                let event: serde_json::Value =
+                    serde_json::from_slice(&message.delivery.data).expect("JSON");
+                if event["destinationService"] == destination {
+                    assert_eq!(event["type"], "RefreshRemoteApplicationEvent");
+                    assert!(
+                        event["originService"]
+                            .as_str()
+                            .is_some_and(|o| o.starts_with("config-service"))
+                    );
+                    assert!(
+                        event["id"].is_string() && event["timestamp"].is_i64(),
+                        "{event}"
+                    );
+                    return;
+                }
+                continue;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no RefreshRemoteApplicationEvent to {destination}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
