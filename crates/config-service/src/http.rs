@@ -33,6 +33,10 @@ pub fn routes(config: Arc<Config>) -> Router {
         .route("/monitor", post(monitor))
         .route("/history/{application}", get(history))
         .route("/history/{application}/rollback", post(rollback))
+        .layer(axum::middleware::from_fn_with_state(
+            config.clone(),
+            readers_only,
+        ))
         .with_state(config)
 }
 
@@ -492,37 +496,70 @@ fn admin(config: &Config, parts: &Parts) -> Result<(), Problem> {
             ))
         };
     }
-    let challenge = || {
-        Problem::unauthorized("send the config-service admin's credentials (HTTP Basic)").header(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"config-service\", charset=\"UTF-8\""),
-        )
-    };
+    match basic(&parts.headers) {
+        Some((user, password))
+            if same(&user, &password, &settings.username, &settings.password) =>
+        {
+            Ok(())
+        }
+        _ => Err(challenge(
+            "send the config-service admin's credentials (HTTP Basic)",
+        )),
+    }
+}
+
+fn challenge(detail: &'static str) -> Problem {
+    Problem::unauthorized(detail).header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"config-service\", charset=\"UTF-8\""),
+    )
+}
+
+/// The user and password of an `Authorization: Basic` header.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Both compared in full, so the answer's timing does not tell which was wrong.
+fn same(user: &str, password: &str, want_user: &str, want_password: &str) -> bool {
     use subtle::ConstantTimeEq as _;
-    let decoded = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(challenge)?;
-    let (user, password) = decoded.split_once(':').ok_or_else(challenge)?;
-    // Both compared in full, so the answer's timing does not tell which was wrong.
-    let ok = user.as_bytes().ct_eq(settings.username.as_bytes())
-        & password.as_bytes().ct_eq(settings.password.as_bytes());
-    if bool::from(ok) {
-        Ok(())
+    let ok = user.as_bytes().ct_eq(want_user.as_bytes())
+        & password.as_bytes().ct_eq(want_password.as_bytes());
+    bool::from(ok)
+}
+
+/// With `config_service.reader.password` set, every route of this router but `/monitor`
+/// needs the reader's or the admin's credentials.
+async fn readers_only(
+    State(config): State<Arc<Config>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reader = &config.reader;
+    if reader.password.is_empty() || request.uri().path() == "/monitor" {
+        return next.run(request).await;
+    }
+    let admin = &config.admin;
+    let allowed = basic(request.headers()).is_some_and(|(user, password)| {
+        same(&user, &password, &reader.username, &reader.password)
+            | (!admin.password.is_empty()
+                && same(&user, &password, &admin.username, &admin.password))
+    });
+    if allowed {
+        next.run(request).await
     } else {
-        Err(challenge())
+        challenge("send config-service's reader credentials (HTTP Basic)").into_response()
     }
 }
 

@@ -43,6 +43,7 @@ pub struct Config {
     /// Wakes the ref watcher after a fetch.
     watch_wake: Arc<Notify>,
     pub(crate) admin: settings::AdminSettings,
+    pub(crate) reader: settings::ReaderSettings,
     pub(crate) monitor_secret: String,
 }
 
@@ -122,6 +123,7 @@ impl Config {
             remote,
             watch_wake: Arc::new(Notify::new()),
             admin: settings.admin.clone(),
+            reader: settings.reader.clone(),
             monitor_secret: settings.monitor_secret.clone(),
         })
     }

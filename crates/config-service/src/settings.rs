@@ -50,6 +50,10 @@ pub struct Settings {
     pub encrypt: EncryptSettings,
     /// Who may write (rollback). No password: only loopback peers may.
     pub admin: AdminSettings,
+    /// Who may read (Spring's `spring.security.user`): with a password, every endpoint but
+    /// the health checks, metrics and `/monitor` (it has `monitor_secret`) needs these
+    /// credentials (or the admin's) over HTTP Basic. No password: reads are open.
+    pub reader: ReaderSettings,
     /// A git server to mirror; `path` then holds a bare copy fetched from it.
     pub remote: RemoteSettings,
     /// How often the refs are read to announce changes (`config.refresh`); 0 = never.
@@ -78,6 +82,13 @@ impl Default for AdminSettings {
             password: String::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReaderSettings {
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +124,7 @@ impl Default for Settings {
             search_paths: Vec::new(),
             encrypt: EncryptSettings::default(),
             admin: AdminSettings::default(),
+            reader: ReaderSettings::default(),
             remote: RemoteSettings::default(),
             watch_interval_ms: 250,
             monitor_secret: String::new(),

@@ -371,3 +371,87 @@ async fn a_new_commit_is_served_at_once_despite_the_cache() {
         "a cached environment keeps the label asked for"
     );
 }
+
+#[tokio::test]
+async fn with_a_reader_password_every_read_needs_credentials() {
+    let repo = support::repository(&[("foo.yml", "secret.token: s3\n")]);
+    let settings = Settings {
+        reader: config_service::settings::ReaderSettings {
+            username: "svc".into(),
+            password: "reader-pass".into(),
+        },
+        admin: config_service::settings::AdminSettings {
+            username: "ops".into(),
+            password: "admin-pass".into(),
+        },
+        ..support::settings(repo.path())
+    };
+    let app = support::start(settings, &Common::default()).await;
+    for path in [
+        "/foo/default",
+        "/foo-default.yml",
+        "/history/foo",
+        "/encrypt/status",
+    ] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic"),
+            "{path}"
+        );
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let wrong = app
+            .http
+            .get(app.url(path))
+            .basic_auth("svc", Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let env: Value = app
+        .http
+        .get(app.url("/foo/default"))
+        .basic_auth("svc", Some("reader-pass"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(env["propertySources"][0]["source"]["secret.token"], "s3");
+    // The admin may read too; the health check stays open for probes.
+    let as_admin = app
+        .http
+        .get(app.url("/foo/default"))
+        .basic_auth("ops", Some("admin-pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, StatusCode::OK);
+    // The platform client sends the credentials it is given.
+    let client_settings = platform::config_client::ConfigClientSettings {
+        uri: app.base.clone(),
+        username: "svc".into(),
+        password: "reader-pass".into(),
+        ..Default::default()
+    };
+    let client = platform::config_client::ConfigClient::new(&client_settings, &["foo"]).unwrap();
+    let overlay = client.fetch().await.unwrap();
+    assert_eq!(overlay.tree["secret"]["token"], "s3");
+    let anonymous = platform::config_client::ConfigClient::new(
+        &platform::config_client::ConfigClientSettings {
+            uri: app.base.clone(),
+            ..Default::default()
+        },
+        &["foo"],
+    )
+    .unwrap();
+    let err = anonymous.fetch().await.unwrap_err();
+    assert!(err.contains("401"), "{err}");
+}
