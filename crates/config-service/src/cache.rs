@@ -1,22 +1,21 @@
-//! Assembled environments by (commit, applications, profiles): a commit never changes, so
-//! an entry never goes stale; labels are still resolved on every request. Bounded, the
-//! oldest entry leaving first.
+//! What is made from one commit, by (commit, applications, profiles): assembled
+//! environments, and the JSON answers made of them. A commit never changes, so an entry
+//! never goes stale; labels are still resolved on every request. Bounded, the oldest entry
+//! leaving first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-
-use crate::environment::Environment;
+use std::sync::Mutex;
 
 type Key = (String, Vec<String>, Vec<String>);
 /// The entries, and their keys oldest first.
-type Entries = (HashMap<Key, Arc<Environment>>, VecDeque<Key>);
+type Entries<V> = (HashMap<Key, V>, VecDeque<Key>);
 
-pub struct Cache {
+pub struct Cache<V> {
     capacity: usize,
-    entries: Mutex<Entries>,
+    entries: Mutex<Entries<V>>,
 }
 
-impl Cache {
+impl<V: Clone> Cache<V> {
     /// `capacity` 0: nothing is kept.
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -25,18 +24,13 @@ impl Cache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn get(
-        &self,
-        commit: &str,
-        applications: &[String],
-        profiles: &[String],
-    ) -> Option<Arc<Environment>> {
+    pub fn get(&self, commit: &str, applications: &[String], profiles: &[String]) -> Option<V> {
         if self.capacity == 0 {
             return None;
         }
@@ -44,20 +38,14 @@ impl Cache {
         self.lock().0.get(&key).cloned()
     }
 
-    pub fn put(
-        &self,
-        commit: &str,
-        applications: &[String],
-        profiles: &[String],
-        env: Arc<Environment>,
-    ) {
+    pub fn put(&self, commit: &str, applications: &[String], profiles: &[String], value: V) {
         if self.capacity == 0 {
             return;
         }
         let key = (commit.to_owned(), applications.to_vec(), profiles.to_vec());
         let mut guard = self.lock();
         let (map, order) = &mut *guard;
-        if map.insert(key.clone(), env).is_none() {
+        if map.insert(key.clone(), value).is_none() {
             order.push_back(key);
         }
         while order.len() > self.capacity {
@@ -79,6 +67,8 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::environment::Environment;
+    use std::sync::Arc;
 
     fn env(v: &str) -> Arc<Environment> {
         Arc::new(Environment {
@@ -101,7 +91,7 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert!(cache.get("1", &a, &a).is_none());
         assert!(cache.get("3", &a, &a).is_some());
-        let off = Cache::new(0);
+        let off = Cache::<Arc<Environment>>::new(0);
         off.put("1", &a, &a, env("1"));
         assert!(off.get("1", &a, &a).is_none());
     }

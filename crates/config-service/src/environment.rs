@@ -38,6 +38,25 @@ pub struct ParseError {
 
 pub const EXTENSIONS: [&str; 3] = ["properties", "yml", "yaml"];
 
+/// Spring's JSON for `env`; `v2` (its v2 media type) wraps each value as
+/// `{"value", "origin"}`, the origin being the source's name.
+pub fn to_json(env: &Environment, v2: bool) -> String {
+    let Ok(mut body) = serde_json::to_value(env) else {
+        return String::from("{}");
+    };
+    if v2 && let Some(sources) = body["propertySources"].as_array_mut() {
+        for source in sources {
+            let name = source["name"].clone();
+            if let Some(map) = source["source"].as_object_mut() {
+                for value in map.values_mut() {
+                    *value = serde_json::json!({ "value": value.take(), "origin": name });
+                }
+            }
+        }
+    }
+    body.to_string()
+}
+
 /// The file names searched for `applications` and `profiles`, highest precedence first.
 pub fn candidates(applications: &[String], profiles: &[String]) -> Vec<String> {
     let mut names = vec!["application".to_owned()];

@@ -152,24 +152,19 @@ async fn answer(
     label: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, Problem> {
-    let env = load(config, application, profiles, label).await?;
     let v2 = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains(V2));
-    let mut body = serde_json::to_value(&env).map_err(|_| Problem::internal())?;
-    if v2 && let Some(sources) = body["propertySources"].as_array_mut() {
-        for source in sources {
-            let name = source["name"].clone();
-            if let Some(map) = source["source"].as_object_mut() {
-                for value in map.values_mut() {
-                    *value = json!({ "value": value.take(), "origin": name });
-                }
-            }
-        }
-    }
+    let (applications, profiles) = request_names(application, profiles)?;
+    let body = tokio::task::spawn_blocking(move || {
+        config.answer(&applications, &profiles, label.as_deref(), v2)
+    })
+    .await
+    .map_err(|_| Problem::internal())?
+    .map_err(problem)?;
     let kind = if v2 { V2 } else { "application/json" };
-    Ok(([(header::CONTENT_TYPE, kind)], body.to_string()).into_response())
+    Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
 }
 
 async fn load(
@@ -178,15 +173,21 @@ async fn load(
     profiles: &str,
     label: Option<String>,
 ) -> Result<crate::environment::Environment, Problem> {
-    let applications: Vec<String> = list(&segment(application));
-    let profiles = list(profiles);
-    names(&applications, &profiles)?;
+    let (applications, profiles) = request_names(application, profiles)?;
     tokio::task::spawn_blocking(move || {
         config.environment(&applications, &profiles, label.as_deref())
     })
     .await
     .map_err(|_| Problem::internal())?
     .map_err(problem)
+}
+
+/// The applications and profiles a request names (comma-separated, `(_)` for `/`).
+fn request_names(application: &str, profiles: &str) -> Result<(Vec<String>, Vec<String>), Problem> {
+    let applications: Vec<String> = list(&segment(application));
+    let profiles = list(profiles);
+    names(&applications, &profiles)?;
+    Ok((applications, profiles))
 }
 
 /// Applications and profiles are plain names: a path in one could leave the search folders.

@@ -38,7 +38,9 @@ pub struct Config {
     events: EventBus,
     /// Also tell Spring Cloud Bus (`settings.spring_cloud_bus`).
     spring_cloud_bus: bool,
-    cache: cache::Cache,
+    cache: cache::Cache<Arc<Environment>>,
+    /// The JSON answers, by commit, label and media type.
+    answers: cache::Cache<axum::body::Bytes>,
     remote: Option<remote::Remote>,
     /// Wakes the ref watcher after a fetch.
     watch_wake: Arc<Notify>,
@@ -120,6 +122,7 @@ impl Config {
             events: common.events.clone(),
             spring_cloud_bus: settings.spring_cloud_bus,
             cache: cache::Cache::new(settings.cache_entries),
+            answers: cache::Cache::new(settings.cache_entries),
             remote,
             watch_wake: Arc::new(Notify::new()),
             admin: settings.admin.clone(),
@@ -179,6 +182,36 @@ impl Config {
                 .put(version, applications, profiles, Arc::new(env.clone()));
         }
         Ok(env)
+    }
+
+    /// The environment as its JSON answer (`v2`: each value with its origin), made once
+    /// per commit, label and media type. Blocking (git reads).
+    pub fn answer(
+        &self,
+        applications: &[String],
+        profiles: &[String],
+        label: Option<&str>,
+        v2: bool,
+    ) -> Result<axum::body::Bytes, Error> {
+        let resolved = self.backend.snapshot(label).map_err(Error::Repo)?;
+        let key = resolved.version.as_ref().map(|version| {
+            let label = resolved.label.as_deref().unwrap_or_default();
+            format!("{version} {label} {v2}")
+        });
+        if let Some(key) = &key
+            && let Some(body) = self.answers.get(key, applications, profiles)
+        {
+            return Ok(body);
+        }
+        drop(resolved);
+        let env = self.environment(applications, profiles, label)?;
+        let body = axum::body::Bytes::from(environment::to_json(&env, v2));
+        if let Some(key) = &key
+            && env.version.as_deref().is_some_and(|v| key.starts_with(v))
+        {
+            self.answers.put(key, applications, profiles, body.clone());
+        }
+        Ok(body)
     }
 
     /// A plain file for `applications` under `profiles` at `label`: in the search folders

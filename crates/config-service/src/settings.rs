@@ -126,7 +126,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             reader: ReaderSettings::default(),
             remote: RemoteSettings::default(),
-            watch_interval_ms: 250,
+            watch_interval_ms: 100,
             monitor_secret: String::new(),
             cache_entries: 256,
             spring_cloud_bus: true,

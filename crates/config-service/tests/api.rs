@@ -370,6 +370,22 @@ async fn a_new_commit_is_served_at_once_despite_the_cache() {
         env["label"], "master",
         "a cached environment keeps the label asked for"
     );
+    // The plain and the v2 answers of one commit are kept apart.
+    for _ in 0..2 {
+        let v2: Value = app
+            .http
+            .get(app.url("/foo/default"))
+            .header("accept", "application/vnd.spring-cloud.config-server.v2+json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v2["propertySources"][0]["source"]["a"]["value"], 2);
+        let (_, plain) = app.get("/foo/default").await;
+        assert_eq!(plain["propertySources"][0]["source"]["a"], 2);
+    }
 }
 
 #[tokio::test]
