@@ -375,7 +375,10 @@ async fn a_new_commit_is_served_at_once_despite_the_cache() {
         let v2: Value = app
             .http
             .get(app.url("/foo/default"))
-            .header("accept", "application/vnd.spring-cloud.config-server.v2+json")
+            .header(
+                "accept",
+                "application/vnd.spring-cloud.config-server.v2+json",
+            )
             .send()
             .await
             .unwrap()

@@ -76,6 +76,16 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-ratelimit-burst-capacity"], "100");
 
+    let config = format!("http://{}", addrs["config-service"]);
+    let starter: serde_json::Value = client
+        .get(format!("{config}/gateway-service/default"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let starter = starter["version"].as_str().expect("a commit").to_owned();
     let repo = data.path().join("config-repo");
     commit(
         &repo,
@@ -161,6 +171,38 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
         sign_up(&client, &up, "dave").await.status() == 201
     })
     .await;
+
+    // Rolling the gateway back to the starter settings is one call, and the running
+    // gateway follows.
+    let rollback: serde_json::Value = client
+        .post(format!("{config}/history/gateway-service/rollback"))
+        .json(&serde_json::json!({ "to": starter }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rollback["changed"], true, "{rollback}");
+    assert_eq!(
+        rollback["restored"],
+        serde_json::json!(["gateway-service.yml"])
+    );
+    within(
+        Duration::from_secs(5),
+        "the starter limits again",
+        async || {
+            let r = prompts().await.unwrap();
+            r.headers()
+                .get("x-ratelimit-burst-capacity")
+                .is_some_and(|v| v == "100")
+        },
+    )
+    .await;
+    assert!(
+        !repo.join("gateway-service.yml").exists(),
+        "the checkout follows the rollback"
+    );
 }
 
 /// A repository at `dir` on branch `main` with `files` committed.
