@@ -98,15 +98,17 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
         ],
         "tighten the limits, close sign-ups",
     );
+    // The gateway's limit as its answers tell it.
+    let burst_is = async |want: &str| {
+        let r = prompts().await.unwrap();
+        r.headers()
+            .get("x-ratelimit-burst-capacity")
+            .is_some_and(|v| v == want)
+    };
     let took = within(
         Duration::from_secs(5),
         "the new burst capacity",
-        async || {
-            let r = prompts().await.unwrap();
-            r.headers()
-                .get("x-ratelimit-burst-capacity")
-                .is_some_and(|v| v == "3")
-        },
+        async || burst_is("3").await,
     )
     .await;
     eprintln!("gateway applied the commit in {took:?}");
@@ -191,12 +193,7 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     within(
         Duration::from_secs(5),
         "the starter limits again",
-        async || {
-            let r = prompts().await.unwrap();
-            r.headers()
-                .get("x-ratelimit-burst-capacity")
-                .is_some_and(|v| v == "100")
-        },
+        async || burst_is("100").await,
     )
     .await;
     assert!(
