@@ -421,85 +421,9 @@ fn placeholders(
     out
 }
 
-/// Flat keys back into a tree (`a.b` → `{a: {b}}`, `l[0]` → a list), for the YAML and JSON
-/// views. A key that is both a value and a parent keeps the parent.
-pub fn tree(flat: &std::collections::BTreeMap<String, Value>) -> Value {
-    let mut root = Value::Object(Map::new());
-    for (key, value) in flat {
-        let mut node = &mut root;
-        let parts = split_key(key);
-        for (i, part) in parts.iter().enumerate() {
-            let last = i + 1 == parts.len();
-            node = match part {
-                Part::Name(name) => {
-                    if !node.is_object() {
-                        *node = Value::Object(Map::new());
-                    }
-                    let Value::Object(map) = node else { break };
-                    let slot = map.entry(name.clone()).or_insert(Value::Null);
-                    if last && !slot.is_object() && !slot.is_array() {
-                        *slot = value.clone();
-                    }
-                    slot
-                }
-                Part::Index(n) => {
-                    if !node.is_array() {
-                        *node = Value::Array(Vec::new());
-                    }
-                    let Value::Array(list) = node else { break };
-                    // Bounded: a hostile `l[99999999]` must not allocate a huge list.
-                    if *n > 10_000 {
-                        break;
-                    }
-                    while list.len() <= *n {
-                        list.push(Value::Null);
-                    }
-                    let slot = &mut list[*n];
-                    if last && !slot.is_object() && !slot.is_array() {
-                        *slot = value.clone();
-                    }
-                    slot
-                }
-            };
-        }
-    }
-    root
-}
-
-enum Part {
-    Name(String),
-    Index(usize),
-}
-
-fn split_key(key: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut name = String::new();
-    let mut chars = key.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '.' => {
-                if !name.is_empty() {
-                    parts.push(Part::Name(std::mem::take(&mut name)));
-                }
-            }
-            '[' => {
-                if !name.is_empty() {
-                    parts.push(Part::Name(std::mem::take(&mut name)));
-                }
-                let inside: String = chars.by_ref().take_while(|&c| c != ']').collect();
-                match inside.parse::<usize>() {
-                    Ok(n) => parts.push(Part::Index(n)),
-                    Err(_) => parts.push(Part::Name(inside)),
-                }
-            }
-            c => name.push(c),
-        }
-    }
-    if !name.is_empty() {
-        parts.push(Part::Name(name));
-    }
-    parts
-}
+/// Flat keys back into a tree, for the YAML and JSON views (one rule for config-service
+/// and its clients).
+pub use platform::config_client::unflatten as tree;
 
 #[cfg(test)]
 mod view_tests {

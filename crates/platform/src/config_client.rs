@@ -223,89 +223,91 @@ fn merge(sources: Vec<PropertySource>) -> BTreeMap<String, Value> {
     flat
 }
 
-/// Lists longer than this in flat keys (`a[999999]`) are refused, not allocated.
+/// Lists longer than this in flat keys (`a[999999]`) are cut there, not allocated.
 const MAX_LIST_INDEX: usize = 10_000;
 
-/// Flat keys (`a.b`, `list[0].c`) back into a tree. A key that does not fit the tree built
-/// so far (a scalar where a map is wanted) is dropped; the first writer wins.
+/// Flat keys back into a tree (`a.b` → `{a: {b}}`, `l[0]` → a list). A key that is both a
+/// value and a parent keeps the parent; a key that starts with an index is dropped (it
+/// would make the whole tree a list).
 pub fn unflatten(flat: &BTreeMap<String, Value>) -> Value {
-    let mut root = Value::Object(Default::default());
+    let mut root = Value::Object(serde_json::Map::new());
     for (key, value) in flat {
-        let Some(path) = key_path(key) else { continue };
-        insert(&mut root, &path, value.clone());
+        let parts = split_key(key);
+        if !matches!(parts.first(), Some(Part::Name(_))) {
+            continue;
+        }
+        let mut node = &mut root;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            node = match part {
+                Part::Name(name) => {
+                    if !node.is_object() {
+                        *node = Value::Object(serde_json::Map::new());
+                    }
+                    let Value::Object(map) = node else { break };
+                    let slot = map.entry(name.clone()).or_insert(Value::Null);
+                    if last && !slot.is_object() && !slot.is_array() {
+                        *slot = value.clone();
+                    }
+                    slot
+                }
+                Part::Index(n) => {
+                    if !node.is_array() {
+                        *node = Value::Array(Vec::new());
+                    }
+                    let Value::Array(list) = node else { break };
+                    if *n > MAX_LIST_INDEX {
+                        break;
+                    }
+                    while list.len() <= *n {
+                        list.push(Value::Null);
+                    }
+                    let slot = &mut list[*n];
+                    if last && !slot.is_object() && !slot.is_array() {
+                        *slot = value.clone();
+                    }
+                    slot
+                }
+            };
+        }
     }
     root
 }
 
-#[derive(Debug, PartialEq)]
-enum Step {
-    Key(String),
+enum Part {
+    Name(String),
     Index(usize),
 }
 
-fn key_path(key: &str) -> Option<Vec<Step>> {
-    let mut steps = Vec::new();
-    for part in key.split('.') {
-        let (name, mut rest) = match part.find('[') {
-            Some(i) => part.split_at(i),
-            None => (part, ""),
-        };
-        if name.is_empty() && steps.is_empty() {
-            return None;
-        }
-        if !name.is_empty() {
-            steps.push(Step::Key(name.to_owned()));
-        }
-        while let Some(inner) = rest.strip_prefix('[') {
-            let end = inner.find(']')?;
-            let index: usize = inner[..end].parse().ok()?;
-            if index > MAX_LIST_INDEX {
-                return None;
+/// `a.b[0].c` → `a`, `b`, 0, `c`; a non-numeric `[x]` is a name.
+fn split_key(key: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut name = String::new();
+    let mut chars = key.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !name.is_empty() {
+                    parts.push(Part::Name(std::mem::take(&mut name)));
+                }
             }
-            steps.push(Step::Index(index));
-            rest = &inner[end + 1..];
-        }
-        if !rest.is_empty() {
-            return None;
+            '[' => {
+                if !name.is_empty() {
+                    parts.push(Part::Name(std::mem::take(&mut name)));
+                }
+                let inside: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                match inside.parse::<usize>() {
+                    Ok(n) => parts.push(Part::Index(n)),
+                    Err(_) => parts.push(Part::Name(inside)),
+                }
+            }
+            c => name.push(c),
         }
     }
-    (!steps.is_empty()).then_some(steps)
-}
-
-fn insert(node: &mut Value, path: &[Step], value: Value) {
-    let Some((step, rest)) = path.split_first() else {
-        return;
-    };
-    let fresh = || match rest.first() {
-        Some(Step::Index(_)) => Value::Array(Vec::new()),
-        _ => Value::Object(Default::default()),
-    };
-    let child = match (step, node) {
-        (Step::Key(k), Value::Object(map)) => {
-            if rest.is_empty() {
-                map.entry(k.clone()).or_insert(value);
-                return;
-            }
-            map.entry(k.clone()).or_insert_with(fresh)
-        }
-        (Step::Index(i), Value::Array(list)) => {
-            if list.len() <= *i {
-                list.resize(*i + 1, Value::Null);
-            }
-            if rest.is_empty() {
-                if list[*i].is_null() {
-                    list[*i] = value;
-                }
-                return;
-            }
-            if list[*i].is_null() {
-                list[*i] = fresh();
-            }
-            &mut list[*i]
-        }
-        _ => return,
-    };
-    insert(child, rest, value);
+    if !name.is_empty() {
+        parts.push(Part::Name(name));
+    }
+    parts
 }
 
 /// The keys whose values differ between two trees (added, removed or changed), flat.
@@ -375,18 +377,21 @@ mod tests {
     }
 
     #[test]
-    fn hostile_keys_are_dropped_not_obeyed() {
+    fn hostile_keys_are_bounded_not_obeyed() {
         let flat: BTreeMap<String, Value> = [
             ("a[99999999999]", json!(1)),
             ("b[x]", json!(1)),
-            ("[0]", json!(1)),
+            ("[0]", json!("would make the tree a list")),
             ("d", json!("scalar")),
-            ("d.e", json!("no room under a scalar")),
+            ("d.e", json!("the parent wins")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        assert_eq!(unflatten(&flat), json!({"d": "scalar"}));
+        assert_eq!(
+            unflatten(&flat),
+            json!({"a": [], "b": {"x": 1}, "d": {"e": "the parent wins"}})
+        );
     }
 
     #[test]
