@@ -55,7 +55,18 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     let data = tempfile::tempdir().unwrap();
     let (up, addrs) = tokio::task::block_in_place(|| Proc::up(data.path(), &[]));
     let client = reqwest::Client::new();
-    assert_eq!(sign_up(&client, &up, "alice").await.status(), 201);
+    // Until user-service is in the registry the gateway answers 503 (and creates nothing).
+    let mut status = 0;
+    within(
+        Duration::from_secs(10),
+        "the gateway reaches user-service",
+        async || {
+            status = sign_up(&client, &up, "alice").await.status().as_u16();
+            status != 503
+        },
+    )
+    .await;
+    assert_eq!(status, 201);
     let login: serde_json::Value = client
         .post(up.url("/api/auth/login"))
         .json(&serde_json::json!({ "username": "alice", "password": "correct horse battery" }))
