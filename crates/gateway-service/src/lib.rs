@@ -152,7 +152,8 @@ fn serve_on_workers(
         .local_addr()?;
     tracing::info!(service = NAME, %local_addr, workers = listeners.len(), "listening");
     let mut threads = Vec::new();
-    let (workers, inboxes) = engine::Workers::new(listeners.len());
+    let n_workers = listeners.len();
+    let (workers, inboxes) = engine::Workers::new(n_workers);
     for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
         let workers = workers.clone();
         let (gateway, own, cors) = (gateway.clone(), own.clone(), cors.clone());
@@ -161,7 +162,7 @@ fn serve_on_workers(
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))
             .spawn(move || -> anyhow::Result<()> {
-                pin_to_cpu(i);
+                pin_to_cpu(i, n_workers);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .on_thread_park(metrics::flush)
@@ -204,11 +205,13 @@ fn serve_on_workers(
     Ok(Serving { local_addr, task })
 }
 
-/// Keeps worker `i` on one CPU of those the process may use (the `i`-th, round robin), as
+/// Keeps worker `i` of `n` on one CPU of those the process may use (the `i`-th), as
 /// nginx's workers stay put: a thread the scheduler moves arrives to cold caches, and
-/// measured here the workers moved about a thousand times a second under load. Best
-/// effort: where it is refused, the worker runs unpinned.
-fn pin_to_cpu(i: usize) {
+/// measured here the workers moved about a thousand times a second under load. Only when
+/// there is a worker for every CPU (the default): fewer workers pinned to the first CPUs
+/// would crowd them while others idle (and every replica on the host would pick the same
+/// ones). Best effort: where it is refused, the worker runs unpinned.
+fn pin_to_cpu(i: usize, n: usize) {
     #[cfg(target_os = "linux")]
     // SAFETY: `set` is a plain bit set owned here; the calls only read and write it and
     // the calling thread's affinity.
@@ -220,7 +223,7 @@ fn pin_to_cpu(i: usize) {
         let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
             .filter(|c| libc::CPU_ISSET(*c, &set))
             .collect();
-        if allowed.len() < 2 {
+        if allowed.len() < 2 || n < allowed.len() {
             return;
         }
         let cpu = allowed[i % allowed.len()];
@@ -231,7 +234,7 @@ fn pin_to_cpu(i: usize) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = i;
+    let _ = (i, n);
 }
 
 /// Upkeep every few seconds (gauges, forgotten tokens and instances, the rate limiter's
