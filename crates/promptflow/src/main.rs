@@ -495,6 +495,8 @@ async fn watch_config(
 /// `config_applied_total` and `config_version_info{version}` on `/metrics`: which commit
 /// this process runs on.
 fn applied(version: Option<&str>) {
+    // `serve` reads config-service before any service has installed the recorder.
+    platform::metrics::install();
     static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let mut last = LAST
         .lock()

@@ -261,8 +261,32 @@ async fn split_services_read_config_service_at_start_and_hear_commits_over_rabbi
         Proc::serve("user-service", &dir.path().join("u"), None, &env)
     });
     let client = reqwest::Client::new();
-    // Read at start: sign-ups are closed before any change is announced.
+    // Read at start: sign-ups are closed before any change is announced, and /metrics
+    // names the commit the process runs on.
     assert_eq!(sign_up(&client, &user, "erin").await.status(), 403);
+    let head = String::from_utf8(
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let metrics = client
+        .get(user.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let running = format!("config_version_info{{version=\"{}\"}} 1", head.trim());
+    assert!(
+        metrics.contains(&running),
+        "{running} missing from:\n{metrics}"
+    );
     let spring = SpringBusListener::new().await;
     commit(
         &repo,
