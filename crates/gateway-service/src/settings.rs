@@ -62,6 +62,11 @@ pub struct Settings {
     pub pool_max_idle_per_host: usize,
     /// An idle upstream connection is closed after this long.
     pub pool_idle_timeout_secs: u64,
+    /// Who may read `/metrics` on the public port (networks, `10.0.0.0/8` or one address):
+    /// by default this machine and private networks (a scraper in the cluster), never the
+    /// internet. Anyone else is answered 404, as if there were nothing there.
+    #[serde(deserialize_with = "platform::settings::list_or_csv")]
+    pub metrics_allowed_from: Vec<String>,
 }
 
 impl Default for Settings {
@@ -98,6 +103,16 @@ impl Default for Settings {
             client_send_timeout_secs: 60,
             max_head_bytes: 64 * 1024,
             pool_max_idle_per_host: 256,
+            metrics_allowed_from: [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+            ]
+            .map(String::from)
+            .to_vec(),
             pool_idle_timeout_secs: 60,
         }
     }

@@ -21,6 +21,22 @@ pub struct Table {
     retry_methods: Vec<Method>,
     /// Endpoints of routes to a fixed URL, by route id.
     fixed: HashMap<Arc<str>, Arc<[Endpoint]>>,
+    /// `metrics_allowed_from`, parsed.
+    metrics_from: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.0/8`, `::1/128`, or one address (a network of one).
+fn networks(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("gateway.metrics_allowed_from: `{s}` is not a network or an address")
+                })
+        })
+        .collect()
 }
 
 impl Table {
@@ -40,6 +56,7 @@ impl Table {
         }
         let identity = IdentityHeaders::new(&settings.identity_headers)?;
         let retry_methods = methods(&settings.retry.methods, "gateway.retry.methods")?;
+        let metrics_from = networks(&settings.metrics_allowed_from)?;
         let mut fixed = HashMap::new();
         for route in routes.iter() {
             if let Target::Url { scheme, authority } = &route.target {
@@ -53,7 +70,19 @@ impl Table {
             identity,
             retry_methods,
             fixed,
+            metrics_from,
         })
+    }
+
+    /// May a client at `ip` read `/metrics`?
+    pub fn metrics_allowed(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.metrics_from.iter().any(|n| n.contains(&ip))
     }
 
     pub fn fixed_endpoints(&self, route: &Route) -> Option<Arc<[Endpoint]>> {
@@ -180,4 +209,44 @@ fn check(s: &Settings) -> Result<(), String> {
 pub fn split_base(base: &str) -> Option<(Scheme, Authority)> {
     let uri: http::Uri = base.parse().ok()?;
     Some((uri.scheme()?.clone(), uri.authority()?.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(from: &[&str]) -> Result<Table, String> {
+        let settings = Settings {
+            metrics_allowed_from: from.iter().map(|s| (*s).to_owned()).collect(),
+            ..Settings::default()
+        };
+        Table::compile(settings, &Balancer::new(&Default::default()))
+    }
+
+    #[test]
+    fn metrics_are_for_this_machine_and_private_networks_by_default() {
+        let t = Table::compile(Settings::default(), &Balancer::new(&Default::default())).unwrap();
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.20.0.9",
+            "192.168.1.1",
+            "fd00::5",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(t.metrics_allowed(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!t.metrics_allowed(ip.parse().unwrap()), "{ip}");
+        }
+        let one = table(&["203.0.113.7"]).unwrap();
+        assert!(one.metrics_allowed("203.0.113.7".parse().unwrap()));
+        assert!(!one.metrics_allowed("127.0.0.1".parse().unwrap()));
+        let err = table(&["10.0.0.0/33"]).err().unwrap();
+        assert!(
+            err.contains("metrics_allowed_from") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
+    }
 }

@@ -635,6 +635,41 @@ async fn the_public_flow_goes_through_the_gateway(backend: Backend) {
     );
     // (the duration counts the first scrape too, answered after it rendered its figures)
     assert_eq!(metric_value(&metrics, timed), before.1 + 46.0, "{metrics}");
+
+    // /metrics is for this machine and private networks by default. A gateway told to
+    // show it to 10.9.9.0/24 only hides it (404, as for nothing there) from everyone else,
+    // also from a client a trusted proxy names; the one it allows is the client that proxy
+    // names, not the proxy.
+    let only = tokio::task::block_in_place(|| {
+        stack.add_gateway(
+            &routes_yaml(""),
+            &[
+                ("PROMPTFLOW_GATEWAY__METRICS_ALLOWED_FROM", "10.9.9.0/24"),
+                ("PROMPTFLOW_HTTP__TRUSTED_PROXIES", "127.0.0.1"),
+            ],
+        )
+    });
+    let url = stack.gateways[only].url("/metrics");
+    let res = c.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let spoofed = c
+        .get(&url)
+        .header("x-forwarded-for", "8.8.8.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::NOT_FOUND);
+    let scraper = c
+        .get(&url)
+        .header("x-forwarded-for", "10.9.9.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraper.status(), StatusCode::OK);
+    assert!(scraper.text().await.unwrap().contains("gateway_"));
+    let (status, _) = testkit::send(c.get(stack.gateways[only].url("/health"))).await;
+    assert_eq!(status, StatusCode::OK, "health stays open for probes");
     drop(echo);
 }
 

@@ -289,6 +289,23 @@ fn answer_preflight(
     Answered::Buffered(StatusCode::NO_CONTENT)
 }
 
+/// The client's address: the peer's, or when the peer is a trusted proxy, the one its
+/// `X-Forwarded-For` names.
+fn client_ip(
+    gateway: &crate::Gateway,
+    request: &Request,
+    peer_ip: std::net::IpAddr,
+) -> std::net::IpAddr {
+    if !gateway.trusted_proxy(peer_ip) {
+        return peer_ip;
+    }
+    let hops = request
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v);
+    gateway.client_ip(peer_ip, hops)
+}
+
 /// The gateway's own routes (health, metrics, actuator), answered by its router.
 #[allow(clippy::too_many_arguments)]
 async fn own(
@@ -302,6 +319,13 @@ async fn own(
     request_id: &HeaderValue,
     peer: SocketAddr,
 ) -> Result<Answered, Refusal> {
+    // Behind a trusted load balancer the peer is the balancer: judge the client it names.
+    if request.path() == "/metrics"
+        && !table.metrics_allowed(client_ip(&engine.gateway, request, peer.ip()))
+    {
+        // As for any path no route serves: nothing says there is something here.
+        return Err(Problem::not_found("no route matches this path").into());
+    }
     if request.path() == "/metrics" {
         // This worker's own counts are added at once; the others add theirs when idle.
         m::flush();
@@ -411,15 +435,7 @@ async fn proxy<'t>(
     } else {
         empty_headers()
     };
-    let client_ip = if peer_trusted {
-        let hops = request
-            .headers()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-            .map(|(_, v)| v);
-        gateway.client_ip(peer_ip, hops)
-    } else {
-        peer_ip
-    };
+    let client_ip = client_ip(gateway, request, peer_ip);
     let host = request
         .header("host")
         .and_then(|h| std::str::from_utf8(h).ok());
