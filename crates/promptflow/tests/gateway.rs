@@ -588,6 +588,27 @@ async fn the_public_flow_goes_through_the_gateway(backend: Backend) {
         assert!(answer.contains("malformed-request"), "{answer}");
     }
 
+    // Absolute form (RFC 9112 §3.2.2) is served, its authority taken for the Host field.
+    let answer = raw_get(
+        &stack.gateways[0].addr,
+        "http://api.example.test/open/abs?q=1",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen: Value = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_else(|| panic!("an echo: {answer}"));
+    assert_eq!(seen["path"], "/abs");
+    assert_eq!(seen["query"], "q=1");
+    assert_eq!(header(&seen, "x-forwarded-host"), ["api.example.test"]);
+    let answer = raw_get(
+        &stack.gateways[0].addr,
+        "http://user@api.example.test/open/x",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
     // Refresh and logout are public; the spent refresh token is refused afterwards.
     let (status, pair) = testkit::send(
         c.post(stack.url("/api/auth/refresh"))

@@ -39,9 +39,14 @@ pub struct Request {
     pub expect_continue: bool,
     pub upgrade: bool,
     head: Bytes,
+    /// The path and query (origin form; of an absolute-form target, what follows the
+    /// authority). Empty, or starting with `?`: the path is `/`.
     target: (u32, u32),
     /// Where `?` is in the target, if anywhere.
     query_at: Option<u32>,
+    /// The authority of an absolute-form target (`GET http://host/path`): it stands in for
+    /// the Host field (RFC 9112 §3.2.2).
+    authority: Option<(u32, u32)>,
     fields: Vec<Field>,
 }
 
@@ -98,13 +103,26 @@ impl Request {
     pub fn head(&self) -> &Bytes {
         &self.head
     }
-    pub fn target(&self) -> &str {
-        text(&self.head, self.target)
+    /// The path and query as sent upstream (`/` for an absolute-form target with neither).
+    pub fn target(&self) -> std::borrow::Cow<'_, str> {
+        match text(&self.head, self.target) {
+            "" => "/".into(),
+            t if t.starts_with('?') => format!("/{t}").into(),
+            t => t.into(),
+        }
     }
     pub fn path(&self) -> &str {
-        match self.query_at {
+        let path = match self.query_at {
             Some(q) => text(&self.head, (self.target.0, q)),
-            None => self.target(),
+            None => text(&self.head, self.target),
+        };
+        if path.is_empty() { "/" } else { path }
+    }
+    /// Who the request is for: an absolute-form target's authority, else the Host field.
+    pub fn host(&self) -> Option<&[u8]> {
+        match self.authority {
+            Some(a) => Some(bytes_of(&self.head, a)),
+            None => self.header("host"),
         }
     }
     pub fn query(&self) -> Option<&str> {
@@ -272,12 +290,13 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Reque
             "the CONNECT method is not served",
         ));
     }
-    let target = req.path.unwrap_or("");
-    if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == b'#' || b == 0x7f) {
+    let whole = req.path.unwrap_or("");
+    if whole.bytes().any(|b| b <= b' ' || b == b'#' || b == 0x7f) {
         return Err(RequestError::Invalid(
-            "the request target must be a path (origin form)",
+            "the request target holds a character it may not",
         ));
     }
+    let (authority, target) = split_target(whole)?;
     let f = facts(req.headers).map_err(RequestError::Invalid)?;
     if version == Version::Http11 && f.hosts != 1 {
         return Err(RequestError::Invalid(
@@ -325,6 +344,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Reque
     let base = &buf[..];
     let target_range = range(base, target.as_bytes());
     let query_at = memchr::memchr(b'?', target.as_bytes()).map(|i| target_range.0 + i as u32);
+    let authority = authority.map(|a| range(base, a.as_bytes()));
     let fields = fields(base, req.headers);
     let head = buf.split_to(len).freeze();
     Ok(Some(Request {
@@ -338,8 +358,37 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Reque
         head,
         target: target_range,
         query_at,
+        authority,
         fields,
     }))
+}
+
+/// The origin form (`/path?query`) as it is; the absolute form (`http://host/path?query`,
+/// which a server must accept: RFC 9112 §3.2.2) as its authority and what follows it.
+/// Anything else (`*`, authority form, other schemes) is refused.
+fn split_target(target: &str) -> Result<(Option<&str>, &str), RequestError> {
+    if target.starts_with('/') {
+        return Ok((None, target));
+    }
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    });
+    let Some(rest) = rest else {
+        return Err(RequestError::Invalid(
+            "the request target must be a path, or an http(s) URL",
+        ));
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(RequestError::Invalid(
+            "an absolute-form target needs a host and no user information",
+        ));
+    }
+    Ok((Some(authority), path))
 }
 
 /// Parses an upstream's answer head to a request of `method`; on success its bytes are

@@ -53,7 +53,7 @@ const CHUNKED_NOT_LAST: RequestError =
 const ONLY_CHUNKED: RequestError =
     RequestError::NotImplemented("only the chunked transfer coding is accepted");
 const NOT_ORIGIN_FORM: RequestError =
-    RequestError::Invalid("the request target must be a path (origin form)");
+    RequestError::Invalid("the request target must be a path, or an http(s) URL");
 const ONE_HOST: RequestError =
     RequestError::Invalid("an HTTP/1.1 request needs exactly one Host field");
 
@@ -785,14 +785,54 @@ fn host_is_required_once_in_http_1_1() {
 }
 
 #[test]
-fn only_origin_form_targets_are_served() {
-    // The gateway is a reverse proxy: absolute-form (RFC 9112 §3.2.2) and asterisk-form
-    // (§3.2.4) are refused rather than interpreted.
+fn absolute_form_is_served_and_its_authority_stands_in_for_host() {
+    // A server must accept absolute-form (RFC 9112 §3.2.2) and take the host from it,
+    // ignoring the Host field.
+    let r = parsed(b"GET http://api.example.com/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(r.path(), "/a/b");
+    assert_eq!(r.query(), Some("x=1"));
+    assert_eq!(r.target(), "/a/b?x=1");
+    assert_eq!(r.host(), Some(&b"api.example.com"[..]));
+    assert_eq!(
+        r.header("host"),
+        Some(&b"other"[..]),
+        "the field itself is kept as sent"
+    );
+    // Scheme in any case, a port, an empty path (`/`), a query on the root.
+    let r = parsed(b"GET HTTPS://h:8443 HTTP/1.1\r\nHost: h:8443\r\n\r\n");
+    assert_eq!((r.path(), r.query()), ("/", None));
+    assert_eq!(r.target(), "/");
+    assert_eq!(r.host(), Some(&b"h:8443"[..]));
+    let r = parsed(b"GET http://h?q=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.path(), r.query()), ("/", Some("q=2")));
+    assert_eq!(r.target(), "/?q=2");
+    // Origin form: the host is the Host field.
+    let r = parsed(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.host(), Some(&b"a"[..]));
+    // HTTP/1.1 still needs its Host field; user information and an empty host are refused.
+    assert_eq!(refused(b"GET http://h/ HTTP/1.1\r\n\r\n"), ONE_HOST);
     for raw in [
-        &b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"[..],
-        b"GET https://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        &b"GET http://user:pw@h/ HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+        b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http://?x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ] {
+        assert_eq!(
+            refused(raw),
+            RequestError::Invalid("an absolute-form target needs a host and no user information"),
+            "{:?}",
+            lossy(raw)
+        );
+    }
+}
+
+#[test]
+fn other_target_forms_are_refused() {
+    // Asterisk form (§3.2.4), a bare authority, other schemes, a query with no path.
+    for raw in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"[..],
         b"GET example.com/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET ftp://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http:/example.com/ HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET ?q HTTP/1.1\r\nHost: a\r\n\r\n",
     ] {
         assert_eq!(refused(raw), NOT_ORIGIN_FORM, "{:?}", lossy(raw));

@@ -436,9 +436,7 @@ async fn proxy<'t>(
         empty_headers()
     };
     let client_ip = client_ip(gateway, request, peer_ip);
-    let host = request
-        .header("host")
-        .and_then(|h| std::str::from_utf8(h).ok());
+    let host = request.host().and_then(|h| std::str::from_utf8(h).ok());
     let route_request = routes::Request {
         method: &request.method,
         path: request.path(),
@@ -929,6 +927,12 @@ fn upstream_head(
     let mut forwarded_for: Option<&[u8]> = None;
     let mut forwarded_proto: Option<&[u8]> = None;
     let mut forwarded_host: Option<&[u8]> = None;
+    // An absolute-form target's authority stands in for the client's Host.
+    if route.preserve_host
+        && let Some(host) = request.host()
+    {
+        emit(out, b"host", host);
+    }
     for (name, value) in request.headers() {
         if listed_in(name, NOT_FORWARDED) {
             if peer_trusted {
@@ -938,9 +942,6 @@ fn upstream_head(
                     "x-forwarded-host" => forwarded_host = Some(value),
                     _ => {}
                 }
-            }
-            if route.preserve_host && name.eq_ignore_ascii_case("host") {
-                emit(out, b"host", value);
             }
             continue;
         }
@@ -975,7 +976,7 @@ fn upstream_head(
         b"x-forwarded-proto",
         forwarded_proto.unwrap_or(b"http"),
     );
-    if let Some(host) = forwarded_host.or_else(|| request.header("host")) {
+    if let Some(host) = forwarded_host.or_else(|| request.host()) {
         emit(out, b"x-forwarded-host", host);
     }
     if let Some(prefix) = matched.stripped_prefix(route_request) {

@@ -493,7 +493,7 @@ pub(crate) async fn own_route(
 ) -> axum::response::Response {
     let mut builder = http::Request::builder()
         .method(request.method.clone())
-        .uri(request.target());
+        .uri(request.target().as_ref());
     for (name, value) in request.headers() {
         builder = builder.header(name, value);
     }
