@@ -20,8 +20,9 @@ use crate::events::{EventBus, Subscription};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigClientSettings {
-    /// config-service's address, e.g. `http://config:8888`. Empty: settings come from the
-    /// local file and environment only (`promptflow up` uses its own config-service).
+    /// config-service's address, e.g. `http://config:8888`, or `lb://config-service` to find
+    /// it through discovery. Empty: settings come from the local file and environment only
+    /// (`promptflow up` uses its own config-service).
     pub uri: String,
     /// The profiles asked for (Spring's `spring.profiles.active`).
     #[serde(deserialize_with = "crate::settings::list_or_csv")]
@@ -68,6 +69,9 @@ pub struct ConfigClient {
     http: reqwest::Client,
     settings: Arc<ConfigClientSettings>,
     applications: Vec<String>,
+    /// Finds config-service when `uri` is `lb://config-service` (Spring's discovery-first
+    /// bootstrap).
+    discovery: Option<crate::discovery::Discovery>,
 }
 
 impl ConfigClient {
@@ -84,7 +88,31 @@ impl ConfigClient {
             http,
             settings: Arc::new(settings.clone()),
             applications: applications.iter().map(|a| (*a).to_owned()).collect(),
+            discovery: None,
         })
+    }
+
+    /// Resolves an `lb://` uri through `discovery` (its registry kept fresh by its owner).
+    pub fn with_discovery(mut self, discovery: crate::discovery::Discovery) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// Where config-service is now: the uri, or an UP instance of the service it names.
+    async fn base(&self) -> Result<String, String> {
+        let uri = self.settings.uri.trim_end_matches('/');
+        let Some(discovery) = self.discovery.as_ref().filter(|_| uri.starts_with("lb://")) else {
+            return Ok(uri.to_owned());
+        };
+        match discovery.resolve(uri) {
+            Ok(url) => Ok(url),
+            Err(_) => {
+                // Not in the registry read so far: read it once more, now.
+                discovery.refresh().await?;
+                discovery.resolve(uri)
+            }
+        }
+        .map(|u| u.trim_end_matches('/').to_owned())
     }
 
     pub fn settings(&self) -> &ConfigClientSettings {
@@ -96,7 +124,7 @@ impl ConfigClient {
         let segment = |s: &str| crate::text::encode_path_segment(&s.replace('/', "(_)"));
         let mut url = format!(
             "{}/{}/{}",
-            self.settings.uri.trim_end_matches('/'),
+            self.base().await?,
             segment(&self.applications.join(",")),
             segment(&self.settings.profiles.join(",")),
         );

@@ -241,7 +241,17 @@ async fn run(cli: Cli, local: Settings) -> anyhow::Result<()> {
         } => (ConfigClientSettings::default(), vec![]),
         Command::Serve { service } => (local.config_client.clone(), vec![service.name()]),
     };
-    let client = ConfigClient::new(&client_settings, &applications);
+    let client = ConfigClient::new(&client_settings, &applications).map(|client| {
+        if client_settings.uri.starts_with("lb://") {
+            // Discovery-first: config-service is found in the registry, read with the local
+            // discovery settings (config-service cannot tell where it is itself).
+            let discovery = Discovery::new(local.discovery.clone());
+            discovery.start_fetching(shutdown.clone());
+            client.with_discovery(discovery)
+        } else {
+            client
+        }
+    });
     let (settings, first) = match &client {
         Some(client) => first_reading(client, &sources, local).await?,
         None => (local, None),

@@ -446,3 +446,65 @@ impl SpringBusListener {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_finds_config_service_through_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    repository(
+        &repo,
+        &[("user-service.yml", "features:\n  registration: false\n")],
+    );
+    let discovery = tokio::task::block_in_place(|| {
+        Proc::serve(
+            "discovery-service",
+            &dir.path().join("d"),
+            None,
+            &support::env(&[("PROMPTFLOW_DISCOVERY_SERVICE__LISTEN", "127.0.0.1:0")]),
+        )
+    });
+    let eureka = format!("http://{}/eureka/", discovery.addr);
+    let _config = tokio::task::block_in_place(|| {
+        Proc::serve(
+            "config-service",
+            &dir.path().join("c"),
+            None,
+            &support::env(&[
+                ("PROMPTFLOW_CONFIG_SERVICE__LISTEN", "127.0.0.1:0"),
+                ("PROMPTFLOW_CONFIG_SERVICE__PATH", repo.to_str().unwrap()),
+                ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
+            ]),
+        )
+    });
+    let client = reqwest::Client::new();
+    within(
+        Duration::from_secs(10),
+        "config-service registered",
+        async || {
+            client
+                .get(format!("{eureka}apps/CONFIG-SERVICE"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    // Told only where discovery is and the service's name, as Spring's discovery-first
+    // bootstrap; fail_fast, so a start without config-service's settings would be refused.
+    let user = tokio::task::block_in_place(|| {
+        Proc::serve(
+            "user-service",
+            &dir.path().join("u"),
+            None,
+            &support::env(&[
+                ("PROMPTFLOW_USER__LISTEN", "127.0.0.1:0"),
+                ("PROMPTFLOW_USER__PROVISION_LIBRARY", "false"),
+                ("PROMPTFLOW_USER__PASSWORD_HASH__MEMORY_KIB", "4096"),
+                ("PROMPTFLOW_DISCOVERY__EUREKA_URLS", &eureka),
+                ("PROMPTFLOW_CONFIG_CLIENT__URI", "lb://config-service"),
+                ("PROMPTFLOW_CONFIG_CLIENT__FAIL_FAST", "true"),
+            ]),
+        )
+    });
+    assert_eq!(sign_up(&client, &user, "heidi").await.status(), 403);
+}
