@@ -152,7 +152,7 @@ impl Git {
             .map_err(|e| Error::Unreadable(e.message().to_owned()))
     }
 
-    /// A branch, then a tag, then a tag, then a commit id; `main` and `master` stand in for each other
+    /// A branch, then a tag, then a commit id; `main` and `master` stand in for each other
     /// (clients that send no label ask for `master`).
     pub fn resolve(&self, label: &str) -> Result<(git2::Oid, String), Error> {
         let repo = lock(&self.repo);

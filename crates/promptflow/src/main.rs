@@ -108,12 +108,11 @@ struct Sources {
 
 impl Sources {
     fn load(&self) -> Result<Settings, platform::settings::SettingsError> {
-        let overlay = self
-            .overlay
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        platform::settings::load_layered(overlay.as_ref(), self.file.as_deref(), std::env::vars())
+        platform::settings::load_layered(
+            self.overlay().as_ref(),
+            self.file.as_deref(),
+            std::env::vars(),
+        )
     }
 
     /// Lays `tree` under the local settings; returns the tree it replaced.

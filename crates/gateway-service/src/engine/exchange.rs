@@ -289,14 +289,15 @@ fn answer_preflight(
     Answered::Buffered(StatusCode::NO_CONTENT)
 }
 
-/// The client's address: the peer's, or when the peer is a trusted proxy, the one its
-/// `X-Forwarded-For` names.
+/// The client's address: the peer's, or when the peer is a trusted proxy
+/// (`peer_trusted`, judged once by the caller), the one its `X-Forwarded-For` names.
 fn client_ip(
     gateway: &crate::Gateway,
     request: &Request,
     peer_ip: std::net::IpAddr,
+    peer_trusted: bool,
 ) -> std::net::IpAddr {
-    if !gateway.trusted_proxy(peer_ip) {
+    if !peer_trusted {
         return peer_ip;
     }
     let hops = request
@@ -319,14 +320,15 @@ async fn own(
     request_id: &HeaderValue,
     peer: SocketAddr,
 ) -> Result<Answered, Refusal> {
-    // Behind a trusted load balancer the peer is the balancer: judge the client it names.
-    if request.path() == "/metrics"
-        && !table.metrics_allowed(client_ip(&engine.gateway, request, peer.ip()))
-    {
-        // As for any path no route serves: nothing says there is something here.
-        return Err(Problem::not_found("no route matches this path").into());
-    }
     if request.path() == "/metrics" {
+        // Behind a trusted load balancer the peer is the balancer: judge the client it
+        // names.
+        let gateway = &engine.gateway;
+        let trusted = gateway.trusted_proxy(peer.ip());
+        if !table.metrics_allowed(client_ip(gateway, request, peer.ip(), trusted)) {
+            // As for any path no route serves: nothing says there is something here.
+            return Err(Problem::not_found("no route matches this path").into());
+        }
         // This worker's own counts are added at once; the others add theirs when idle.
         m::flush();
     }
@@ -435,7 +437,7 @@ async fn proxy<'t>(
     } else {
         empty_headers()
     };
-    let client_ip = client_ip(gateway, request, peer_ip);
+    let client_ip = client_ip(gateway, request, peer_ip, peer_trusted);
     let host = request.host().and_then(|h| std::str::from_utf8(h).ok());
     let route_request = routes::Request {
         method: &request.method,
