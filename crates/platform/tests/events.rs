@@ -481,7 +481,7 @@ async fn rabbitmq_outage_and_relay_crash_mid_stream_lose_nothing_and_repeat_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_a_foreign_message_reaches_whoever_listens_on_its_exchange() {
-    use lapin::options::{ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::ExchangeDeleteOptions;
     let broker = Broker::new(RABBIT);
     let exchange = format!("{}.springCloudBus", broker.settings.exchange);
     let bus = EventBus::new(&broker.settings);
@@ -499,28 +499,7 @@ async fn rabbitmq_a_foreign_message_reaches_whoever_listens_on_its_exchange() {
     .await
     .unwrap();
     // A Spring Cloud Stream consumer: an exclusive queue bound with `#`.
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let queue = testkit::listen_on(&channel, &exchange).await;
     let body = br#"{"type":"RefreshRemoteApplicationEvent","destinationService":"foo:**"}"#;
     bus.publish_foreign(&platform::events::Foreign {
         exchange: &exchange,
@@ -531,7 +510,7 @@ async fn rabbitmq_a_foreign_message_reaches_whoever_listens_on_its_exchange() {
     .await
     .unwrap();
     let got = channel
-        .basic_get(queue.name().clone(), BasicGetOptions { no_ack: true })
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
         .await
         .unwrap()
         .expect("the message arrived");

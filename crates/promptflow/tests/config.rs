@@ -67,15 +67,12 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     )
     .await;
     assert_eq!(status, 201);
-    let login: serde_json::Value = client
-        .post(up.url("/api/auth/login"))
-        .json(&serde_json::json!({ "username": "alice", "password": "correct horse battery" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, login) =
+        testkit::send(client.post(up.url("/api/auth/login")).json(
+            &serde_json::json!({ "username": "alice", "password": "correct horse battery" }),
+        ))
+        .await;
+    assert_eq!(status, 200, "{login}");
     let token = login["access_token"].as_str().expect("a token").to_owned();
     let prompts = || {
         client
@@ -88,14 +85,9 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
     assert_eq!(first.headers()["x-ratelimit-burst-capacity"], "100");
 
     let config = format!("http://{}", addrs["config-service"]);
-    let starter: serde_json::Value = client
-        .get(format!("{config}/gateway-service/default"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, starter) =
+        testkit::send(client.get(format!("{config}/gateway-service/default"))).await;
+    assert_eq!(status, 200, "{starter}");
     let starter = starter["version"].as_str().expect("a commit").to_owned();
     let repo = data.path().join("config-repo");
     commit(
@@ -187,15 +179,13 @@ async fn a_commit_changes_the_running_gateways_rate_limit_and_a_feature_switch()
 
     // Rolling the gateway back to the starter settings is one call, and the running
     // gateway follows.
-    let rollback: serde_json::Value = client
-        .post(format!("{config}/history/gateway-service/rollback"))
-        .json(&serde_json::json!({ "to": starter }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, rollback) = testkit::send(
+        client
+            .post(format!("{config}/history/gateway-service/rollback"))
+            .json(&serde_json::json!({ "to": starter })),
+    )
+    .await;
+    assert_eq!(status, 200, "{rollback}");
     assert_eq!(rollback["changed"], true, "{rollback}");
     assert_eq!(
         rollback["restored"],
@@ -361,7 +351,7 @@ struct SpringBusListener {
 
 impl SpringBusListener {
     async fn new() -> Self {
-        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::options::ExchangeDeclareOptions;
         let connection = lapin::Connection::connect(&testkit::rabbitmq_url(), Default::default())
             .await
             .expect("RabbitMQ on 127.0.0.1:5672");
@@ -378,30 +368,9 @@ impl SpringBusListener {
             )
             .await
             .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                "springCloudBus".into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let queue = testkit::listen_on(&channel, "springCloudBus").await;
         Self {
-            queue: queue.name().to_string(),
+            queue,
             _connection: connection,
             channel,
         }

@@ -204,6 +204,35 @@ pub fn rabbitmq_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// What a Spring Cloud Stream consumer of the topic exchange `exchange` holds: an exclusive,
+/// auto-deleted queue bound with `#`. Its name.
+pub async fn listen_on(channel: &lapin::Channel, exchange: &str) -> String {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("an exclusive queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bound to the exchange");
+    queue.name().to_string()
+}
+
 /// A test's own corner of the broker: a unique exchange and queue-name prefix, so tests
 /// running at once never consume each other's events. Its queues (and their `.dlq`s) and
 /// exchanges (and `.dlx`) are deleted when this is dropped.
