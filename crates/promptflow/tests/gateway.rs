@@ -608,6 +608,7 @@ async fn the_public_flow_goes_through_the_gateway(backend: Backend) {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
 
     // Refresh and logout are public; the spent refresh token is refused afterwards.
     let (status, pair) = testkit::send(
