@@ -154,6 +154,12 @@ fn serve_on_workers(
     let mut threads = Vec::new();
     let n_workers = listeners.len();
     let (workers, inboxes) = engine::Workers::new(n_workers);
+    let settings = gateway.clone();
+    tokio::spawn(engine::workers::balance(
+        workers.clone(),
+        move || settings.table_now().settings.pack_workers,
+        shutdown.clone(),
+    ));
     for ((i, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
         let workers = workers.clone();
         let (gateway, own, cors) = (gateway.clone(), own.clone(), cors.clone());
@@ -168,18 +174,15 @@ fn serve_on_workers(
                     .on_thread_park(metrics::flush)
                     .build()?;
                 // Made on its thread: it holds this worker's own (`Rc`) handles.
-                let engine = engine::Engine::new(gateway, own, cors, shutdown);
+                let engine = engine::Engine::new(gateway, own, cors, shutdown, (workers, i));
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
                     // A task of its own: what `block_on` waits for is polled on every wake-up
                     // of any connection, and a join handle is the cheapest thing to poll.
                     let served = tokio::task::spawn_local(engine::serve(
                         std::rc::Rc::new(engine),
                         listener,
                         grace,
-                        workers,
-                        i,
                         inbox,
                     ));
                     served.await.context("gateway worker")?;

@@ -24,6 +24,8 @@ pub const IN_FLIGHT: &str = "gateway_upstream_in_flight";
 pub const EJECTED: &str = "gateway_upstream_ejected";
 pub const CIRCUIT: &str = "gateway_circuit_state";
 pub const TOKEN_CACHE: &str = "gateway_token_cache_entries";
+pub const WORKERS_ACTIVE: &str = "gateway_workers_active";
+pub const CONNECTIONS_MOVED: &str = "gateway_connections_moved_total";
 
 pub fn describe() {
     platform::metrics::install();
@@ -56,6 +58,11 @@ pub fn describe() {
         "Circuit breaker per service: 0 closed, 1 half open, 2 open"
     );
     metrics::describe_gauge!(TOKEN_CACHE, "Verified access tokens remembered");
+    metrics::describe_gauge!(WORKERS_ACTIVE, "Workers taking new connections");
+    metrics::describe_counter!(
+        CONNECTIONS_MOVED,
+        "Client connections moved between workers (packing or spreading the load)"
+    );
 }
 
 /// `"200"`, `"404"`, ... without allocating per request.
@@ -284,6 +291,14 @@ pub fn upstream(service: &Arc<str>, instance: &Arc<str>, outcome: &'static str, 
         .add();
         series.duration.record(took.as_secs_f64());
     });
+}
+
+pub fn workers_active(n: usize) {
+    metrics::gauge!(WORKERS_ACTIVE).set(n as f64);
+}
+
+pub fn connection_moved() {
+    metrics::counter!(CONNECTIONS_MOVED).increment(1);
 }
 
 pub fn retry(route: &Arc<str>) {

@@ -19,6 +19,10 @@ pub struct Settings {
     /// one listening socket as nginx's workers do: no request crosses threads. 0: one per
     /// core.
     pub workers: usize,
+    /// Serve connections on as few workers as carry the load, spreading them over more as
+    /// soon as one is busy (less CPU per request and fewer cores woken at a moderate load).
+    /// Off: every worker takes connections all the time, placed by count.
+    pub pack_workers: bool,
     /// Routes, tried by `order`, then as listed; the first whose predicates all match wins.
     pub routes: Vec<RouteDefinition>,
     /// Filters applied to every route before its own (Spring's `default-filters`).
@@ -74,6 +78,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             workers: 0,
+            pack_workers: true,
             routes: default_routes(),
             default_filters: Vec::new(),
             jwks_url: "lb://user-service/.well-known/jwks.json".into(),

@@ -1432,3 +1432,192 @@ async fn bodies_stream_timeouts_and_limits_answer_problems() {
         .to_owned();
     assert!(exposed.contains("x-request-id"), "{exposed}");
 }
+
+/// One keep-alive connection: sends `GET path` and reads the whole answer, again and
+/// again, until `stop`; each answer must be a 200 within two seconds. The number of
+/// answers so far is kept in `answered`.
+async fn keep_asking(
+    addr: String,
+    path: &'static str,
+    pause: Duration,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut buf = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n = answered.load(Ordering::Relaxed);
+        let one = async {
+            stream.write_all(request.as_bytes()).await?;
+            buf.clear();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    return Err(std::io::Error::other("closed by the gateway"));
+                }
+                buf.extend_from_slice(&chunk[..read]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    if !head.starts_with("http/1.1 200") {
+                        return Err(std::io::Error::other(format!("answered {head}")));
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .ok_or_else(|| std::io::Error::other("no content-length"))?;
+                    break (end + 4, length);
+                }
+            };
+            while buf.len() < head_end + length {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    return Err(std::io::Error::other("closed mid-answer"));
+                }
+                buf.extend_from_slice(&chunk[..read]);
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), one).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("after {n} answers: {e}")),
+            Err(_) => return Err(format!("after {n} answers: no answer within 2 s")),
+        }
+        answered.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_move_between_workers_without_losing_a_request() {
+    let echo = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = sub(&dir, "gateway");
+    let file = data.join("gateway.yaml");
+    let settings = |pack: bool| {
+        gateway_file(&format!(
+            "  workers: 2\n  pack_workers: {pack}\n  access_log: false\n  rate_limit: {{ enabled: false }}\n  routes:\n    - id: moving\n      uri: http://{}\n      predicates: [\"Path=/m/**\"]\n      filters: [\"StripPrefix=1\"]\n      public: true\n",
+            echo.addr
+        ))
+    };
+    std::fs::write(&file, settings(false)).unwrap();
+    let env = support::env(&[("PROMPTFLOW_DISCOVERY__MODE", "static")]);
+    let gateway =
+        tokio::task::block_in_place(|| Proc::serve("gateway-service", &data, Some(&file), &env));
+    let client = reqwest::Client::new();
+    let metrics = || async {
+        let answer = client.get(gateway.url("/metrics")).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        answer.text().await.unwrap()
+    };
+    let wait_for = |what: &'static str, check: Box<dyn Fn(&str) -> bool + Send>| {
+        let metrics = &metrics;
+        async move {
+            let started = Instant::now();
+            loop {
+                let text = metrics().await;
+                if check(&text) {
+                    return text;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{what} never happened:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Packing off: eight busy connections, spread over both workers by count.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicUsize>> = (0..8).map(|_| Arc::default()).collect();
+    let tasks: Vec<_> = counts
+        .iter()
+        .map(|answered| {
+            tokio::spawn(keep_asking(
+                gateway.addr.clone(),
+                "/m/x",
+                Duration::from_millis(20),
+                answered.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let all_answered = |at_least: &[usize]| {
+        counts
+            .iter()
+            .zip(at_least)
+            .all(|(c, &n)| c.load(Ordering::Relaxed) > n)
+    };
+    let started = Instant::now();
+    while !all_answered(&[10; 8]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "connections not answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = metrics().await;
+    assert_eq!(
+        metric_value(&text, "gateway_workers_active "),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(metric_value(&text, "gateway_connections_moved_total "), 0.0);
+
+    // Packing on: so light a load goes to one worker, the other's connections move to it
+    // between two requests, and every connection goes on being answered.
+    std::fs::write(&file, settings(true)).unwrap();
+    let text = wait_for(
+        "packing onto one worker",
+        Box::new(|t| {
+            metric_value(t, "gateway_workers_active ") == 1.0
+                && metric_value(t, "gateway_connections_moved_total ") >= 1.0
+        }),
+    )
+    .await;
+    let moved = metric_value(&text, "gateway_connections_moved_total ");
+    assert!(moved <= 8.0, "{moved} moves for 8 connections");
+    let at_move: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let started = Instant::now();
+    while !all_answered(&at_move.iter().map(|n| n + 10).collect::<Vec<_>>()) {
+        if started.elapsed() > Duration::from_secs(20) {
+            stop.store(true, Ordering::Relaxed);
+            let mut errors = Vec::new();
+            for task in tasks {
+                errors.push(task.await.unwrap());
+            }
+            panic!("a connection stopped being answered: {counts:?} from {at_move:?}: {errors:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new connection goes to the active worker too, and nothing moves back and forth.
+    let (status, _) = testkit::send(client.get(gateway.url("/m/new"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = metrics().await;
+    assert_eq!(
+        metric_value(&text, "gateway_workers_active "),
+        1.0,
+        "{text}"
+    );
+    assert!(metric_value(&text, "gateway_connections_moved_total ") <= 8.0);
+
+    // Off again: both workers take connections.
+    std::fs::write(&file, settings(false)).unwrap();
+    wait_for(
+        "both workers active again",
+        Box::new(|t| metric_value(t, "gateway_workers_active ") == 2.0),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    drop(echo);
+}

@@ -9,12 +9,12 @@ pub mod codec;
 mod exchange;
 mod pool;
 mod wire;
+pub mod workers;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,6 +32,7 @@ use crate::proxy::Gateway;
 use crate::routes::{Route, Target};
 use crate::table::Table;
 use codec::RequestError;
+pub use workers::{Inbox, Workers};
 
 /// What every connection of a worker shares.
 pub struct Engine {
@@ -46,6 +47,9 @@ pub struct Engine {
     table: RefCell<Own<Table>>,
     /// Service → (registry generation, its endpoints), this worker's own.
     endpoints: RefCell<foldhash::HashMap<Arc<str>, Seen>>,
+    /// All the workers, and which one this is.
+    pub workers: Arc<Workers>,
+    pub me: usize,
 }
 
 impl Engine {
@@ -54,6 +58,7 @@ impl Engine {
         own: Router,
         cors: Option<Cors>,
         shutdown: CancellationToken,
+        (workers, me): (Arc<Workers>, usize),
     ) -> Self {
         let table = Rc::new(gateway.table());
         Engine {
@@ -64,6 +69,8 @@ impl Engine {
             stopping: Stop::default(),
             table: RefCell::new(table),
             endpoints: RefCell::default(),
+            workers,
+            me,
         }
     }
 
@@ -211,29 +218,36 @@ pub(crate) fn is_own_path(path: &str) -> bool {
 }
 
 /// Accepts and serves connections on `listener` until `shutdown`, then gives connections
-/// in flight `grace` to finish. Runs on a single-threaded runtime (connections are local tasks).
+/// in flight `grace` to finish. Runs on a single-threaded runtime (connections are local
+/// tasks). While this worker is not active it does not listen (the active ones take new
+/// connections) and serves only what it has or is handed.
 pub async fn serve(
     engine: Rc<Engine>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     grace: Duration,
-    workers: Arc<Workers>,
-    me: usize,
     mut inbox: Inbox,
 ) {
+    let (workers, me) = (engine.workers.clone(), engine.me);
+    workers.started(me);
     let idle = Rc::new(tokio::sync::Notify::new());
     let upkeep = tokio::task::spawn_local(pool_upkeep(engine.clone()));
+    let mut listening = Listening::new(listener);
     loop {
+        if let Err(e) = listening.listen(workers.is_active(me)) {
+            tracing::warn!(error = %e, "a gateway worker could not listen");
+        }
         let (stream, peer) = tokio::select! {
             () = engine.shutdown.cancelled() => {
                 engine.stopping.set();
                 break;
             }
+            () = workers.changed(me) => continue,
             Some((stream, peer)) = inbox.recv() => match TcpStream::from_std(stream) {
                 Ok(stream) => (stream, peer),
                 Err(_) => continue,
             },
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match workers.hand_over(me, stream, peer) {
+            accepted = listening.accept() => match accepted {
+                Ok((stream, peer)) => match workers.place(me, stream, peer) {
                     Some(stream) => (stream, peer),
                     None => continue,
                 },
@@ -248,18 +262,17 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
         let idle = idle.clone();
-        let workers = workers.clone();
-        workers.open[me].fetch_add(1, Ordering::Relaxed);
+        workers.opened(me);
         tokio::task::spawn_local(async move {
             connection(&engine, stream, peer).await;
             // The last one here: a shutdown waiting for this worker's connections may end.
-            if workers.open[me].fetch_sub(1, Ordering::Relaxed) == 1 {
+            if engine.workers.closed(engine.me) {
                 idle.notify_one();
             }
         });
     }
-    drop(listener);
-    let active = || workers.open[me].load(Ordering::Relaxed);
+    drop(listening);
+    let active = || workers.open(me);
     if active() > 0 {
         let wait = async {
             while active() > 0 {
@@ -277,49 +290,34 @@ pub async fn serve(
     upkeep.abort();
 }
 
-/// Connections handed from the worker that accepted them to a less busy one.
-pub type Inbox = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
-
-/// What the workers know of each other: how many connections each serves, and how to hand
-/// one a connection. The first free worker accepts (one listening socket); when another
-/// serves fewer connections, it gets the new one, so a few busy keep-alive connections
-/// are spread over the cores rather than left to whichever thread woke first.
-pub struct Workers {
-    open: Vec<std::sync::atomic::AtomicUsize>,
-    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+/// A worker's handle on the shared listening socket: registered with its reactor only
+/// while the worker is active, so an inactive one is not woken by every new connection.
+struct Listening {
+    registered: Option<TcpListener>,
+    parked: Option<std::net::TcpListener>,
 }
 
-impl Workers {
-    pub fn new(n: usize) -> (Arc<Workers>, Vec<Inbox>) {
-        let (inboxes, receivers) = (0..n)
-            .map(|_| tokio::sync::mpsc::unbounded_channel())
-            .unzip();
-        let open = (0..n)
-            .map(|_| std::sync::atomic::AtomicUsize::new(0))
-            .collect();
-        (Arc::new(Workers { open, inboxes }), receivers)
+impl Listening {
+    fn new(listener: std::net::TcpListener) -> Self {
+        Listening {
+            registered: None,
+            parked: Some(listener),
+        }
     }
 
-    /// `stream` back when worker `me` should serve it; None when another took it.
-    fn hand_over(&self, me: usize, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
-        let mine = self.open[me].load(Ordering::Relaxed);
-        let Some((least, _)) = self
-            .open
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i, n.load(Ordering::Relaxed)))
-            .filter(|&(i, n)| i != me && n < mine)
-            .min_by_key(|&(_, n)| n)
-        else {
-            return Some(stream);
-        };
-        let Ok(std) = stream.into_std() else {
-            return None;
-        };
-        match self.inboxes[least].send((std, peer)) {
-            Ok(()) => None,
-            // That worker has stopped: served here after all.
-            Err(returned) => TcpStream::from_std(returned.0.0).ok(),
+    fn listen(&mut self, on: bool) -> std::io::Result<()> {
+        if on && let Some(std) = self.parked.take() {
+            self.registered = Some(TcpListener::from_std(std)?);
+        } else if !on && let Some(tokio) = self.registered.take() {
+            self.parked = Some(tokio.into_std()?);
+        }
+        Ok(())
+    }
+
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        match &self.registered {
+            Some(listener) => listener.accept().await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -343,6 +341,8 @@ async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
     // Made once per connection: a fresh wait per request would join and leave the token's
     // list of waiters every time.
     let mut shutdown = std::pin::pin!(engine.stopping.wait());
+    // The coordinator's epoch this connection last counted itself busy in.
+    let mut seen = u32::MAX;
     loop {
         let settings = &engine.table().settings;
         let idle = Duration::from_secs(settings.client_idle_timeout_secs.max(1));
@@ -372,6 +372,14 @@ async fn connection(engine: &Engine, mut stream: TcpStream, peer: SocketAddr) {
         let keep = exchange::exchange(engine, &mut stream, &mut buf, &mut out, peer, request).await;
         if !keep || engine.stopping() {
             return;
+        }
+        // Between two requests with nothing read ahead: the connection may move to another
+        // worker (packing or spreading the load), and this task ends.
+        if engine.workers.served(engine.me, &mut seen, buf.is_empty()) {
+            match engine.workers.shed(engine.me, stream, peer) {
+                None => return,
+                Some(kept) => stream = kept,
+            }
         }
     }
 }
@@ -506,45 +514,5 @@ pub(crate) async fn own_route(
     match engine.own.clone().oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn stream() -> (TcpStream, SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(TcpStream::connect(addr));
-        let (served, peer) = listener.accept().await.unwrap();
-        drop(client.await.unwrap().unwrap());
-        (served, peer)
-    }
-
-    #[tokio::test]
-    async fn a_new_connection_goes_to_the_worker_serving_fewest() {
-        let (workers, mut inboxes) = Workers::new(3);
-        workers.open[0].store(2, Ordering::Relaxed);
-        workers.open[1].store(1, Ordering::Relaxed);
-        workers.open[2].store(3, Ordering::Relaxed);
-        // Worker 2 accepted it; worker 1 serves fewest.
-        let (s, peer) = stream().await;
-        assert!(workers.hand_over(2, s, peer).is_none());
-        let (_, handed_peer) = inboxes[1].try_recv().unwrap();
-        assert_eq!(handed_peer, peer);
-        assert!(inboxes[0].try_recv().is_err());
-        // Worker 1 accepted it and serves fewest already: it keeps it.
-        let (s, peer) = stream().await;
-        assert!(workers.hand_over(1, s, peer).is_some());
-        // Equal counts: kept where accepted.
-        workers.open[0].store(1, Ordering::Relaxed);
-        let (s, peer) = stream().await;
-        assert!(workers.hand_over(0, s, peer).is_some());
-        // A stopped worker's share is served by the one that accepted it.
-        workers.open[1].store(0, Ordering::Relaxed);
-        drop(inboxes.remove(1));
-        let (s, peer) = stream().await;
-        assert!(workers.hand_over(0, s, peer).is_some());
     }
 }
