@@ -336,6 +336,31 @@ gateway:
     )
 }
 
+/// For the gateway: how many of its workers are active and how many connections it has
+/// moved between them so far (its packing, from its `/metrics`); empty for the others.
+async fn workers_seen(t: &Target) -> String {
+    if t.route != Route::Gateway {
+        return String::new();
+    }
+    let url = format!("http://{}/metrics", t.addr);
+    let Ok(answer) = reqwest::get(url).await else {
+        return String::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or("0")
+            .trim()
+            .to_owned()
+    };
+    format!(
+        "; workers active {}, connections moved so far {}",
+        value("gateway_workers_active"),
+        value("gateway_connections_moved_total")
+    )
+}
+
 fn start_gateway(backend: &str, users: &str, rate_limit: bool) -> anyhow::Result<Target> {
     let data = tempfile::tempdir()?;
     let yaml = gateway_yaml(backend, users, rate_limit);
@@ -675,6 +700,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             }
             f.rps.push(stats.rps());
             rps.push(stats.rps());
+            if t.route == Route::Gateway {
+                eprintln!(
+                    "gateway: {}: {:.0} req/s{}",
+                    t.route.label(),
+                    stats.rps(),
+                    workers_seen(t).await
+                );
+            }
         }
         if let Some(d) = direct {
             for (f, r) in figures.iter_mut().zip(&rps) {
@@ -725,7 +758,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             p50.push(p.percentile(0.50));
             p99.push(p.percentile(0.99));
             eprintln!(
-                "gateway: {}: {} scheduled, {} ok at {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, pacer late p50 {:.3} p99 {:.3} ms, wait for a connection p99 {:.3} ms",
+                "gateway: {}: {} scheduled, {} ok at {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, pacer late p50 {:.3} p99 {:.3} ms, wait for a connection p99 {:.3} ms{}",
                 t.route.label(),
                 p.scheduled,
                 p.ok,
@@ -734,7 +767,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 p.percentile(0.99),
                 p.pacer_late(0.5),
                 p.pacer_late(0.99),
-                p.queued(0.99)
+                p.queued(0.99),
+                workers_seen(t).await
             );
         }
         if let Some(d) = direct {
