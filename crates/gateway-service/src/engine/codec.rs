@@ -84,8 +84,13 @@ pub enum ResponseError {
 }
 
 fn text(head: &Bytes, (a, b): (u32, u32)) -> &str {
-    // Ranges were taken from `&str`s httparse handed out, so they are UTF-8.
-    std::str::from_utf8(&head[a as usize..b as usize]).unwrap_or("")
+    let bytes = &head[a as usize..b as usize];
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: every range given here was taken (by `range`) from a `&str` httparse handed
+    // out over this same, immutable `head`, or split from one at an ASCII `?`, so it
+    // starts and ends on character boundaries of valid UTF-8. Checked again on every
+    // header name of every request, it was a percent of the gateway's CPU.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 fn bytes_of(head: &Bytes, (a, b): (u32, u32)) -> &[u8] {
