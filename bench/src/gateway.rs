@@ -66,6 +66,8 @@ pub struct Options {
     pub latency_seconds: f64,
     pub latency_connections: usize,
     pub gateway_rate_limit: bool,
+    /// The gateway's `pack_workers` setting.
+    pub gateway_pack_workers: bool,
 }
 
 const ITEM: &str = "/api/bench/item";
@@ -312,8 +314,8 @@ fn start_users() -> anyhow::Result<Server> {
     spawn_service(cmd, "user-service", data, "")
 }
 
-fn gateway_yaml(backend: &str, users: &str, rate_limit: bool) -> String {
-    let limit = if rate_limit {
+fn gateway_yaml(backend: &str, users: &str, o: &Options) -> String {
+    let limit = if o.gateway_rate_limit {
         "{ enabled: true, default: { replenish_rate: 10000000, burst_capacity: 10000000 } }"
     } else {
         "{ enabled: false }"
@@ -332,7 +334,9 @@ gateway:
       uri: lb://bench-backend
       predicates: ["Path=/api/bench/**"]
   rate_limit: {limit}
-"#
+  pack_workers: {}
+"#,
+        o.gateway_pack_workers
     )
 }
 
@@ -361,9 +365,9 @@ async fn workers_seen(t: &Target) -> String {
     )
 }
 
-fn start_gateway(backend: &str, users: &str, rate_limit: bool) -> anyhow::Result<Target> {
+fn start_gateway(backend: &str, users: &str, o: &Options) -> anyhow::Result<Target> {
     let data = tempfile::tempdir()?;
-    let yaml = gateway_yaml(backend, users, rate_limit);
+    let yaml = gateway_yaml(backend, users, o);
     let file = data.path().join("gateway.yaml");
     std::fs::write(&file, &yaml)?;
     let mut cmd = Command::new(sibling("promptflow")?);
@@ -650,7 +654,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 proxy: None,
                 config: None,
             },
-            Route::Gateway => start_gateway(&backend.addr, &users.addr, o.gateway_rate_limit)?,
+            Route::Gateway => start_gateway(&backend.addr, &users.addr, &o)?,
             Route::Nginx => start_nginx(nginx.as_deref().context("nginx")?, &backend.addr).await?,
             Route::Haproxy => {
                 start_haproxy(haproxy.as_deref().context("haproxy")?, &backend.addr).await?
@@ -829,13 +833,18 @@ fn print_report(
         "Backend: `baseline-server` (axum, its own process) answering `GET {ITEM}` with a fixed \
          {body_len}-byte JSON body. Every request carries the same `Authorization: Bearer` \
          access token ({token_len} bytes), on every path; the gateway verifies it (protected \
-         route{}), the others pass it on. Keep-alive on both sides, upstream connection \
+         route{}, {}), the others pass it on. Keep-alive on both sides, upstream connection \
          pools, no access logs, no caching. Paths interleaved within each round: {}. \
          Versions: {}.\n",
         if o.gateway_rate_limit {
             ", rate limit on with a bucket too large to refuse"
         } else {
             ", rate limit off"
+        },
+        if o.gateway_pack_workers {
+            "connections packed onto as few workers as carry the load"
+        } else {
+            "connections spread over every worker (`pack_workers: false`)"
         },
         targets
             .iter()

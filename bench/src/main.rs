@@ -142,6 +142,10 @@ enum Bench {
         /// The gateway's rate limiter (a bucket too large to refuse) on or off.
         #[arg(long, value_enum, default_value = "on")]
         gateway_rate_limit: gateway::OnOff,
+        /// The gateway's connections packed onto as few workers as carry the load
+        /// (`pack_workers`), or spread over all of them.
+        #[arg(long, value_enum, default_value = "on")]
+        gateway_pack_workers: gateway::OnOff,
     },
     /// config-service: cached environments against uncached ones and `/health`; the time
     /// from a commit to every service of `promptflow up` having applied it.
@@ -215,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             latency_seconds,
             latency_connections,
             gateway_rate_limit,
+            gateway_pack_workers,
         } => runtime.block_on(gateway::run(gateway::Options {
             paths,
             connections,
@@ -224,6 +229,7 @@ fn main() -> anyhow::Result<()> {
             latency_seconds,
             latency_connections,
             gateway_rate_limit: gateway_rate_limit == gateway::OnOff::On,
+            gateway_pack_workers: gateway_pack_workers == gateway::OnOff::On,
         })),
         Bench::Config {
             rounds,

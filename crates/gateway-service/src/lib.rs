@@ -157,6 +157,7 @@ fn serve_on_workers(
     let settings = gateway.clone();
     tokio::spawn(engine::workers::balance(
         workers.clone(),
+        engine::affinity::Cpus::of_this_thread(),
         move || settings.table_now().settings.pack_workers,
         shutdown.clone(),
     ));
@@ -168,7 +169,6 @@ fn serve_on_workers(
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{i}"))
             .spawn(move || -> anyhow::Result<()> {
-                pin_to_cpu(i, n_workers);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .on_thread_park(metrics::flush)
@@ -206,38 +206,6 @@ fn serve_on_workers(
     });
     let task = tokio::spawn(async move { task.await.context("gateway workers")? });
     Ok(Serving { local_addr, task })
-}
-
-/// Keeps worker `i` of `n` on one CPU of those the process may use (the `i`-th), as
-/// nginx's workers stay put: a thread the scheduler moves arrives to cold caches, and
-/// measured here the workers moved about a thousand times a second under load. Only when
-/// there is a worker for every CPU (the default): fewer workers pinned to the first CPUs
-/// would crowd them while others idle (and every replica on the host would pick the same
-/// ones). Best effort: where it is refused, the worker runs unpinned.
-fn pin_to_cpu(i: usize, n: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `set` is a plain bit set owned here; the calls only read and write it and
-    // the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return;
-        }
-        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect();
-        if allowed.len() < 2 || n < allowed.len() {
-            return;
-        }
-        let cpu = allowed[i % allowed.len()];
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            tracing::debug!(worker = i, cpu, "could not pin the worker to a CPU");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (i, n);
 }
 
 /// Upkeep every few seconds (gauges, forgotten tokens and instances, the rate limiter's

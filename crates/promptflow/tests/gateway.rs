@@ -1494,6 +1494,53 @@ async fn keep_asking(
     Ok(())
 }
 
+/// The CPUs a thread may run on (`task` under /proc: "self", or "<pid>/task/<tid>"), from
+/// its `Cpus_allowed_list` ("0-1,3").
+fn allowed_cpus(task: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{task}/status")).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc status")
+        .trim();
+    list.split(',')
+        .flat_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+/// Waits until the gateway's workers `gateway-0`, `gateway-1`, ... may run on `expected[i]`.
+async fn until_workers_run_on(pid: u32, expected: &[Vec<usize>]) {
+    let started = Instant::now();
+    loop {
+        let mut seen = vec![Vec::new(); expected.len()];
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let tid = entry.unwrap().file_name().into_string().unwrap();
+            let task = format!("{pid}/task/{tid}");
+            let Ok(name) = std::fs::read_to_string(format!("/proc/{task}/comm")) else {
+                continue;
+            };
+            let worker = name.trim().strip_prefix("gateway-");
+            if let Some(slot) = worker
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| seen.get_mut(i))
+            {
+                *slot = allowed_cpus(&task);
+            }
+        }
+        if seen == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "workers run on {seen:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_move_between_workers_without_losing_a_request() {
     let echo = echo().await;
@@ -1570,6 +1617,15 @@ async fn connections_move_between_workers_without_losing_a_request() {
         "{text}"
     );
     assert_eq!(metric_value(&text, "gateway_connections_moved_total "), 0.0);
+    // Both active with a worker per CPU: each held to a CPU of its own; else free.
+    let pid = gateway.pid().expect("the gateway runs");
+    let cpus = allowed_cpus("self");
+    let pinned: Vec<Vec<usize>> = if cpus.len() == 2 {
+        cpus.iter().map(|&c| vec![c]).collect()
+    } else {
+        vec![cpus.clone(); 2]
+    };
+    until_workers_run_on(pid, &pinned).await;
 
     // Packing on: so light a load goes to one worker, the other's connections move to it
     // between two requests, and every connection goes on being answered.
@@ -1584,6 +1640,8 @@ async fn connections_move_between_workers_without_losing_a_request() {
     .await;
     let moved = metric_value(&text, "gateway_connections_moved_total ");
     assert!(moved <= 8.0, "{moved} moves for 8 connections");
+    // Packed onto fewer workers than CPUs: they may run on any CPU.
+    until_workers_run_on(pid, &[cpus.clone(), cpus.clone()]).await;
     let at_move: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let started = Instant::now();
     while !all_answered(&at_move.iter().map(|n| n + 10).collect::<Vec<_>>()) {
@@ -1615,6 +1673,7 @@ async fn connections_move_between_workers_without_losing_a_request() {
         Box::new(|t| metric_value(t, "gateway_workers_active ") == 2.0),
     )
     .await;
+    until_workers_run_on(pid, &pinned).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.unwrap().unwrap();

@@ -5,6 +5,7 @@
 //! are relayed unchanged as their framing says (`wire`). The gateway's own routes (health,
 //! metrics, actuator) are answered by its axum router.
 
+pub mod affinity;
 pub mod codec;
 mod exchange;
 mod pool;

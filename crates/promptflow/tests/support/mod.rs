@@ -186,6 +186,11 @@ impl Proc {
         (proc, addrs)
     }
 
+    /// The process id (None once it has been killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
