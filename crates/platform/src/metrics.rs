@@ -22,6 +22,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into buckets.
+const UPKEEP: Duration = Duration::from_millis(100);
+
 struct Registry {
     handle: PrometheusHandle,
     process: metrics_process::Collector,
@@ -48,13 +51,17 @@ fn registry() -> &'static Registry {
             metrics::Unit::Seconds,
             "Time to answer an HTTP request"
         );
-        // Histograms keep raw samples until upkeep folds them into buckets.
+        // Histograms keep raw samples until upkeep folds them into buckets. Often, in
+        // small pieces: folded every 5 s, the gateway's samples at 31,500 req/s took this
+        // thread 2.4 ms at a stretch, and a gateway worker waiting behind it for the CPU
+        // held every request it serves (`perf sched timehist`); 5 s of samples at
+        // saturation also held several megabytes.
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(Duration::from_secs(5));
+                    std::thread::sleep(UPKEEP);
                     upkeep.run_upkeep();
                 }
             })
