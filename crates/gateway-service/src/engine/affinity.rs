@@ -22,21 +22,9 @@ impl Cpus {
     /// The calling thread's CPUs: call it before anything is pinned.
     pub fn of_this_thread() -> Cpus {
         #[cfg(target_os = "linux")]
-        {
-            // SAFETY: `set` is a plain bit set owned here; the call only writes it.
-            let allowed = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0
-                {
-                    Vec::new()
-                } else {
-                    (0..libc::CPU_SETSIZE as usize)
-                        .filter(|c| libc::CPU_ISSET(*c, &set))
-                        .collect()
-                }
-            };
-            Cpus { allowed }
-        }
+        return Cpus {
+            allowed: cpus_of(0).unwrap_or_default(),
+        };
         #[cfg(not(target_os = "linux"))]
         Cpus {}
     }
@@ -80,22 +68,22 @@ impl Cpus {
             false
         }
     }
+}
 
-    /// The CPUs thread `tid` may run on (None: the kernel does not tell).
-    #[cfg(all(test, target_os = "linux"))]
-    pub fn of_thread(tid: i32) -> Option<Vec<usize>> {
-        // SAFETY: as in `of_this_thread`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-                return None;
-            }
-            Some(
-                (0..libc::CPU_SETSIZE as usize)
-                    .filter(|c| libc::CPU_ISSET(*c, &set))
-                    .collect(),
-            )
+/// The CPUs thread `tid` (0: the calling thread) may run on; None: the kernel does not tell.
+#[cfg(target_os = "linux")]
+fn cpus_of(tid: i32) -> Option<Vec<usize>> {
+    // SAFETY: `set` is a plain bit set owned here; the call only writes it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
         }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|c| libc::CPU_ISSET(*c, &set))
+                .collect(),
+        )
     }
 }
 
@@ -118,9 +106,9 @@ mod tests {
         // Worker 1 takes the second allowed CPU (the first when there is only one).
         assert!(cpus.place(tid, 1, true));
         let second = cpus.allowed[1 % cpus.allowed.len()];
-        assert_eq!(Cpus::of_thread(tid), Some(vec![second]));
+        assert_eq!(cpus_of(tid), Some(vec![second]));
         assert!(cpus.place(tid, 1, false));
-        assert_eq!(Cpus::of_thread(tid), Some(cpus.allowed.clone()));
+        assert_eq!(cpus_of(tid), Some(cpus.allowed.clone()));
         // A thread that is gone is refused, and nothing panics.
         stop_tx.send(()).unwrap();
         thread.join().unwrap();

@@ -760,38 +760,18 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_thread_kept_waiting_for_its_cpu_reads_as_saturated() {
-        // SAFETY: plain bit sets owned here; the calls read and write only them and the
-        // calling thread's affinity.
-        let cpu = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-                0
-            );
-            (0..libc::CPU_SETSIZE as usize)
-                .find(|c| libc::CPU_ISSET(*c, &set))
-                .expect("a CPU this process may use")
-        };
+        let cpus = Arc::new(Cpus::of_this_thread());
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let spinners: Vec<_> = (0..2)
             .map(|_| {
-                let (stop, tx) = (stop.clone(), tx.clone());
+                let (stop, tx, cpus) = (stop.clone(), tx.clone(), cpus.clone());
                 std::thread::spawn(move || {
-                    // SAFETY: as above, for this thread.
-                    unsafe {
-                        let mut one: libc::cpu_set_t = std::mem::zeroed();
-                        libc::CPU_SET(cpu, &mut one);
-                        assert_eq!(
-                            libc::sched_setaffinity(
-                                0,
-                                std::mem::size_of::<libc::cpu_set_t>(),
-                                &one
-                            ),
-                            0
-                        );
-                        tx.send(libc::gettid()).unwrap();
-                    }
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    // Both as worker 0: held to the same CPU.
+                    assert!(cpus.place(tid, 0, true), "could not pin a spinner");
+                    tx.send(tid).unwrap();
                     while !stop.load(Ordering::Relaxed) {
                         std::hint::spin_loop();
                     }
